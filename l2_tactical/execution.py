@@ -1,0 +1,258 @@
+"""The one execution simulator (DESIGN.md rule 2).
+
+Training envs, the backtester and the L1 paper executor all fill orders here, so
+a strategy is judged in training exactly as it is traded.
+
+Rules
+-----
+* A market order decided on bar t fills on bar t+1 at its **open**, never at the
+  close the agent just saw. Callers pass that next bar's open/high/low.
+* The fill price moves against the trader by the half-spread, a fixed slippage
+  (both in bps) and a volatility term (``volatility_slippage`` x the fill bar's
+  range as a fraction of its open). It is then clipped into the fill bar's
+  ``[low, high]``: a fill is never outside its bar's range (on a flat bar that
+  means no spread is paid; documented, deliberate).
+* The fee is ``fee_bps`` of the traded notional, always >= 0, paid in quote.
+* Quantities are rounded **down** to the exchange's lot step; an order below
+  ``min_qty`` or ``min_notional`` is not sent (unless it closes the position).
+* Stops and take-profits trigger inside a bar. A bar that opens beyond the stop
+  fills at its open (gap). When one bar touches both stop and take-profit, the
+  stop is assumed to have been hit first (the worse outcome).
+
+The functions take plain floats or numpy arrays with the same formula
+(``ops=np`` for arrays), so the batched VecEnv uses the very same code.
+
+>>> c = Costs(fee_bps=10, half_spread_bps=1, slippage_bps=2, volatility_slippage=0.0)
+>>> round(fill_price(1.0, 100.0, 101.0, 99.0, c), 6)   # buy: 3 bps worse than the open
+100.03
+>>> round(fee(1000.0, c), 6)
+1.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from l2_tactical.messages import ReasonCode
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Costs:
+    fee_bps: float
+    half_spread_bps: float
+    slippage_bps: float
+    volatility_slippage: float
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"Costs.{f.name}={v!r}: must be a finite number >= 0")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Costs:
+        """From an ``ExecutionConfig`` (``L2Config.execution``)."""
+        return cls(fee_bps=cfg.fee_bps, half_spread_bps=cfg.half_spread_bps,
+                   slippage_bps=cfg.slippage_bps, volatility_slippage=cfg.volatility_slippage)
+
+    @classmethod
+    def zero(cls) -> Costs:
+        return cls(fee_bps=0.0, half_spread_bps=0.0, slippage_bps=0.0, volatility_slippage=0.0)
+
+    @property
+    def fee_rate(self) -> float:
+        return self.fee_bps * 1e-4
+
+    @property
+    def fixed_impact(self) -> float:
+        return (self.half_spread_bps + self.slippage_bps) * 1e-4
+
+
+class _ScalarOps:
+    """The subset of numpy's API the formulas use, on Python floats (much faster per call)."""
+
+    @staticmethod
+    def clip(x: float, lo: float, hi: float) -> float:
+        return lo if x < lo else hi if x > hi else x
+
+    @staticmethod
+    def where(cond: bool, a: float, b: float) -> float:
+        return a if cond else b
+
+    @staticmethod
+    def abs(x: float) -> float:
+        return -x if x < 0 else x
+
+    @staticmethod
+    def minimum(a: float, b: float) -> float:
+        return a if a < b else b
+
+    @staticmethod
+    def maximum(a: float, b: float) -> float:
+        return a if a > b else b
+
+    @staticmethod
+    def floor(x: float) -> float:
+        return float(math.floor(x))
+
+    @staticmethod
+    def logical_and(a: bool, b: bool) -> bool:
+        return a and b
+
+    @staticmethod
+    def logical_not(a: bool) -> bool:
+        return not a
+
+
+SCALAR = _ScalarOps()
+
+
+# ----------------------------------------------------------------- prices and fees
+
+
+def fill_price(sign: Any, open_: Any, high: Any, low: Any, costs: Costs, ops: Any = SCALAR) -> Any:
+    """Price of a market order of direction ``sign`` (+1 buy, -1 sell) on its fill bar."""
+    impact = costs.fixed_impact + costs.volatility_slippage * (high - low) / open_
+    return ops.clip(open_ * (1.0 + sign * impact), low, high)
+
+
+def fee(notional: Any, costs: Costs) -> Any:
+    """Fee in quote currency for a traded notional (absolute value taken)."""
+    return abs(notional) * costs.fee_rate
+
+
+def slippage_bps(sign: float, price: float, reference: float) -> float:
+    """How much worse than ``reference`` the fill was, in bps (>= 0 means worse)."""
+    return sign * (price - reference) / reference * 1e4
+
+
+def round_to_step(qty: Any, step: float, ops: Any = SCALAR) -> Any:
+    """Round a quantity's magnitude down to the lot step (``step <= 0``: no rounding).
+
+    >>> round_to_step(0.123456, 0.001)
+    0.123
+    """
+    if step <= 0:
+        return qty
+    sign = ops.where(qty < 0, -1.0, 1.0)
+    return sign * ops.floor(ops.abs(qty) / step + 1e-9) * step
+
+
+def check_filters(qty: float, price: float, *, min_qty: float, min_notional: float,
+                  max_notional: float = math.inf) -> ReasonCode:
+    """Exchange filters for one order; ``ReasonCode.OK`` when it may be sent."""
+    if not (qty > 0 and math.isfinite(qty)):
+        return ReasonCode.INVALID_QTY
+    if qty < min_qty or qty * price < min_notional:
+        return ReasonCode.MIN_NOTIONAL
+    if qty * price > max_notional:
+        return ReasonCode.MAX_NOTIONAL
+    return ReasonCode.OK
+
+
+# ----------------------------------------------------------- rebalancing an account
+
+
+def trade_to_target(cash: Any, qty: Any, target: Any, open_: Any, high: Any, low: Any,
+                    costs: Costs, *, lot_step: float = 0.0, min_notional: float = 0.0,
+                    allow_short: bool = False, ops: Any = SCALAR) -> tuple[Any, Any, Any, Any, Any]:
+    """Move a one-asset account towards ``target`` exposure (position value / equity at the open).
+
+    Returns ``(cash, qty, price, fee, traded_qty)`` after the fill. In spot mode the
+    target is clipped to [0, 1] and a buy never spends more cash than there is
+    (fee included). Works on floats or, with ``ops=np``, on arrays of accounts.
+    """
+    lo = -1.0 if allow_short else 0.0
+    target = ops.clip(target, lo, 1.0)
+    equity = cash + qty * open_
+    delta = target * equity / open_ - qty
+    sign = ops.where(delta > 0, 1.0, -1.0)
+    price = fill_price(sign, open_, high, low, costs, ops)
+    # spend at most the cash a buy can pay for, fee included (spot: cash never < 0)
+    afford = ops.maximum(cash, 0.0) / (price * (1.0 + costs.fee_rate))
+    delta = ops.where(delta > 0, ops.minimum(delta, afford), delta)
+    closing = ops.abs(qty + delta) < 1e-12
+    delta = ops.where(closing, -qty, round_to_step(delta, lot_step, ops))
+    too_small = ops.abs(delta) * price < min_notional
+    delta = ops.where(ops.logical_and(too_small, ops.logical_not(closing)), 0.0, delta)
+    paid = fee(delta * price, costs)
+    return cash - delta * price - paid, qty + delta, price, paid, delta
+
+
+def borrow_cost(qty: Any, price: Any, rate_per_bar: float, ops: Any = SCALAR) -> Any:
+    """Borrow fee for a short position over one bar (0 for longs)."""
+    return ops.maximum(-qty, 0.0) * price * rate_per_bar
+
+
+# ------------------------------------------------------------------ stops in a bar
+
+
+def stop_exit(position_sign: float, stop: float | None, take_profit: float | None,
+              open_: float, high: float, low: float) -> tuple[float, ReasonCode] | None:
+    """Where a protected position leaves on this bar, before costs, or ``None``.
+
+    A long (``position_sign`` > 0) stops when ``low <= stop`` and takes profit when
+    ``high >= take_profit``; a short mirrors it. A gap through a level fills at the
+    open. If both levels are inside the bar the stop wins (worse first).
+
+    >>> stop_exit(1, 95.0, 110.0, 100.0, 111.0, 94.0)   # both touched: stop first
+    (95.0, <ReasonCode.STOP_LOSS_HIT: 'stop_loss_hit'>)
+    >>> stop_exit(1, 95.0, 110.0, 90.0, 92.0, 89.0)     # gapped below the stop: the open
+    (90.0, <ReasonCode.STOP_LOSS_HIT: 'stop_loss_hit'>)
+    """
+    if position_sign == 0:
+        return None
+    long = position_sign > 0
+    if stop is not None:
+        if (long and open_ <= stop) or (not long and open_ >= stop):
+            return open_, ReasonCode.STOP_LOSS_HIT
+        if (long and low <= stop) or (not long and high >= stop):
+            return stop, ReasonCode.STOP_LOSS_HIT
+    if take_profit is not None:
+        if (long and open_ >= take_profit) or (not long and open_ <= take_profit):
+            return open_, ReasonCode.TAKE_PROFIT_HIT
+        if (long and high >= take_profit) or (not long and low <= take_profit):
+            return take_profit, ReasonCode.TAKE_PROFIT_HIT
+    return None
+
+
+def exit_fill_price(position_sign: float, level: float, high: float, low: float, costs: Costs) -> float:
+    """Fill price of a stop/take-profit exit at ``level``: costs against the trader, inside the bar."""
+    sign = -1.0 if position_sign > 0 else 1.0
+    impact = costs.fixed_impact + costs.volatility_slippage * (high - low) / level
+    return SCALAR.clip(level * (1.0 + sign * impact), low, high)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Fill:
+    """One simulated fill."""
+
+    qty: float          # signed: + bought, - sold
+    price: float
+    fee: float
+    reference: float    # the price the fill is compared with (open or stop level)
+
+    @property
+    def notional(self) -> float:
+        return abs(self.qty) * self.price
+
+    @property
+    def slippage_bps(self) -> float:
+        return slippage_bps(1.0 if self.qty > 0 else -1.0, self.price, self.reference)
+
+
+def market_fill(signed_qty: float, open_: float, high: float, low: float, costs: Costs) -> Fill:
+    """Fill a market order of ``signed_qty`` on its fill bar (the bar after the decision)."""
+    sign = 1.0 if signed_qty > 0 else -1.0
+    price = fill_price(sign, open_, high, low, costs)
+    return Fill(qty=signed_qty, price=price, fee=fee(signed_qty * price, costs), reference=open_)
+
+
+def exit_fill(position_qty: float, level: float, high: float, low: float, costs: Costs) -> Fill:
+    """Close ``position_qty`` at a triggered stop/take-profit ``level``."""
+    price = exit_fill_price(position_qty, level, high, low, costs)
+    return Fill(qty=-position_qty, price=price, fee=fee(position_qty * price, costs), reference=level)
