@@ -46,7 +46,9 @@ class SimulatedClock:
 
     def set(self, when: datetime) -> None:
         if when < self._now:
-            raise ValueError(f"SimulatedClock.set({when.isoformat()}): time cannot go back from {self._now.isoformat()}")
+            raise ValueError(
+                f"SimulatedClock.set({when.isoformat()}): time cannot go back from {self._now.isoformat()}"
+            )
         self._now = when
 
     def advance(self, delta: timedelta) -> None:

@@ -33,16 +33,16 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PACKAGE_ROOT / "config" / "l2_config.yaml"
 TIMEFRAMES = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "1d")
 
-_FROZEN = {"frozen": True, "slots": True, "kw_only": True}
 
 
-def rng(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-        choices: tuple[str, ...] = ()) -> Any:
+def rng(
+    lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, choices: tuple[str, ...] = ()
+) -> Any:
     """A required field with a range or a set of allowed values."""
     return dataclasses.field(metadata={"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices})
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class AIModelConfig:
     model_path: str
     model_type: str = rng(choices=("sb3", "sklearn", "pkl"))
@@ -52,7 +52,7 @@ class AIModelConfig:
     timeout_ms: float = rng(0, lo_open=True)
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class SignalsConfig:
     min_signal_strength: float = rng(0, 1)
     ai_model_weight: float = rng(0, 1)
@@ -61,7 +61,7 @@ class SignalsConfig:
     signal_expiry_minutes: float = rng(0, lo_open=True)
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class EnsembleModelConfig:
     path: str
     algorithm: str = rng(choices=("PPO", "A2C", "SAC", "TD3", "DDPG", "DQN"))
@@ -70,7 +70,7 @@ class EnsembleModelConfig:
     timeframes: tuple[str, ...]
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class EnsembleConfig:
     voting: str = rng(choices=("weighted", "majority", "confidence_weighted"))
     consensus_threshold: float = rng(0, 1)
@@ -82,7 +82,7 @@ class EnsembleConfig:
     models: Mapping[str, EnsembleModelConfig]
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class PositionSizingConfig:
     method: str = rng(choices=("min", "weighted"))
     kelly_fraction: float = rng(0, 1)
@@ -94,7 +94,7 @@ class PositionSizingConfig:
     correlation_window: int = rng(10)
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class RiskConfig:
     default_stop_pct: float = rng(0, 0.5, lo_open=True)
     stop_method: str = rng(choices=("fixed", "atr", "volatility", "support_resistance"))
@@ -113,7 +113,7 @@ class RiskConfig:
     volatility_spike_multiple: float = rng(0, lo_open=True)
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class TechnicalConfig:
     rsi_periods: tuple[int, ...]
     macd: tuple[int, ...]
@@ -124,14 +124,14 @@ class TechnicalConfig:
     sma_periods: tuple[int, ...]
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class TimeframesConfig:
     primary: str = rng(choices=TIMEFRAMES)
     secondary: tuple[str, ...]
     alignment_threshold: float = rng(0, 1)
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutionConfig:
     fee_bps: float = rng(0, 1000)
     half_spread_bps: float = rng(0, 1000)
@@ -141,7 +141,7 @@ class ExecutionConfig:
     quote_asset: str
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class SymbolLimits:
     lot_step: float = rng(0, lo_open=True)
     min_qty: float = rng(0)
@@ -151,7 +151,7 @@ class SymbolLimits:
     max_exposure: float = rng(0, 1, lo_open=True)
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class BusConfig:
     url: str
     stream_prefix: str
@@ -162,14 +162,14 @@ class BusConfig:
     retry_max_seconds: float = rng(0, lo_open=True)
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class L1Config:
     mode: str = rng(choices=("PAPER", "TESTNET", "LIVE"))
     journal_url: str
     metrics_csv: str
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class L2Config:
     ai_model: AIModelConfig
     signals: SignalsConfig
@@ -186,8 +186,10 @@ class L2Config:
 
     def __post_init__(self) -> None:
         if self.risk.drawdown_reduce > self.risk.drawdown_halt:
-            raise ConfigError(f"risk.drawdown_reduce={self.risk.drawdown_reduce} must not exceed "
-                              f"risk.drawdown_halt={self.risk.drawdown_halt}")
+            raise ConfigError(
+                f"risk.drawdown_reduce={self.risk.drawdown_reduce} must not exceed "
+                f"risk.drawdown_halt={self.risk.drawdown_halt}"
+            )
         for key in ("primary",):
             tf = getattr(self.timeframes, key)
             if tf not in TIMEFRAMES:
@@ -244,8 +246,12 @@ class L2Config:
 
 # ---------------------------------------------------------------- internals
 
-_ALIASES = {"AI_MODEL_PATH": "ai_model.model_path", "AI_MODEL_TYPE": "ai_model.model_type",
-            "ENSEMBLE_MODELS": "ensemble.models", "CONFIG": ""}
+_ALIASES = {
+    "AI_MODEL_PATH": "ai_model.model_path",
+    "AI_MODEL_TYPE": "ai_model.model_type",
+    "ENSEMBLE_MODELS": "ensemble.models",
+    "CONFIG": "",
+}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

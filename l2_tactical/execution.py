@@ -35,8 +35,6 @@ import dataclasses
 import math
 from typing import Any
 
-import numpy as np
-
 from l2_tactical.messages import ReasonCode
 
 
@@ -56,8 +54,12 @@ class Costs:
     @classmethod
     def from_config(cls, cfg: Any) -> Costs:
         """From an ``ExecutionConfig`` (``L2Config.execution``)."""
-        return cls(fee_bps=cfg.fee_bps, half_spread_bps=cfg.half_spread_bps,
-                   slippage_bps=cfg.slippage_bps, volatility_slippage=cfg.volatility_slippage)
+        return cls(
+            fee_bps=cfg.fee_bps,
+            half_spread_bps=cfg.half_spread_bps,
+            slippage_bps=cfg.slippage_bps,
+            volatility_slippage=cfg.volatility_slippage,
+        )
 
     @classmethod
     def zero(cls) -> Costs:
@@ -142,8 +144,9 @@ def round_to_step(qty: Any, step: float, ops: Any = SCALAR) -> Any:
     return sign * ops.floor(ops.abs(qty) / step + 1e-9) * step
 
 
-def check_filters(qty: float, price: float, *, min_qty: float, min_notional: float,
-                  max_notional: float = math.inf) -> ReasonCode:
+def check_filters(
+    qty: float, price: float, *, min_qty: float, min_notional: float, max_notional: float = math.inf
+) -> ReasonCode:
     """Exchange filters for one order; ``ReasonCode.OK`` when it may be sent."""
     if not (qty > 0 and math.isfinite(qty)):
         return ReasonCode.INVALID_QTY
@@ -157,9 +160,20 @@ def check_filters(qty: float, price: float, *, min_qty: float, min_notional: flo
 # ----------------------------------------------------------- rebalancing an account
 
 
-def trade_to_target(cash: Any, qty: Any, target: Any, open_: Any, high: Any, low: Any,
-                    costs: Costs, *, lot_step: float = 0.0, min_notional: float = 0.0,
-                    allow_short: bool = False, ops: Any = SCALAR) -> tuple[Any, Any, Any, Any, Any]:
+def trade_to_target(
+    cash: Any,
+    qty: Any,
+    target: Any,
+    open_: Any,
+    high: Any,
+    low: Any,
+    costs: Costs,
+    *,
+    lot_step: float = 0.0,
+    min_notional: float = 0.0,
+    allow_short: bool = False,
+    ops: Any = SCALAR,
+) -> tuple[Any, Any, Any, Any, Any]:
     """Move a one-asset account towards ``target`` exposure (position value / equity at the open).
 
     Returns ``(cash, qty, price, fee, traded_qty)`` after the fill. In spot mode the
@@ -191,8 +205,9 @@ def borrow_cost(qty: Any, price: Any, rate_per_bar: float, ops: Any = SCALAR) ->
 # ------------------------------------------------------------------ stops in a bar
 
 
-def stop_exit(position_sign: float, stop: float | None, take_profit: float | None,
-              open_: float, high: float, low: float) -> tuple[float, ReasonCode] | None:
+def stop_exit(
+    position_sign: float, stop: float | None, take_profit: float | None, open_: float, high: float, low: float
+) -> tuple[float, ReasonCode] | None:
     """Where a protected position leaves on this bar, before costs, or ``None``.
 
     A long (``position_sign`` > 0) stops when ``low <= stop`` and takes profit when
@@ -231,10 +246,10 @@ def exit_fill_price(position_sign: float, level: float, high: float, low: float,
 class Fill:
     """One simulated fill."""
 
-    qty: float          # signed: + bought, - sold
+    qty: float  # signed: + bought, - sold
     price: float
     fee: float
-    reference: float    # the price the fill is compared with (open or stop level)
+    reference: float  # the price the fill is compared with (open or stop level)
 
     @property
     def notional(self) -> float:

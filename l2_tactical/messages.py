@@ -279,13 +279,12 @@ class Message:
         return cls.from_dict(data)
 
 
-_FROZEN = {"frozen": True, "slots": True, "kw_only": True}
 
 
 # ---------------------------------------------------------------------- messages
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class TacticalSignal(Message):
     """Direction and conviction from one source (never a size: DESIGN.md rule 3)."""
 
@@ -326,7 +325,7 @@ class TacticalSignal(Message):
         return self.expires_at is not None and now >= self.expires_at
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class StrategicDecision(Message):
     """L3 -> L2: regime and exposure budget."""
 
@@ -353,7 +352,7 @@ class StrategicDecision(Message):
             object.__setattr__(self, "decision_id", stable_id("dec", self.regime.value, self.timestamp.isoformat()))
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class OrderIntent(Message):
     """L2 -> L1: a sized market order that always carries a coherent stop."""
 
@@ -384,11 +383,21 @@ class OrderIntent(Message):
         buy = self.side is Side.BUY
         if (buy and self.stop_loss >= self.price) or (not buy and self.stop_loss <= self.price):
             where = "below" if buy else "above"
-            _fail("OrderIntent", "stop_loss", self.stop_loss, f"a {self.side.value}'s stop must be {where} price {self.price}")
+            _fail(
+                "OrderIntent",
+                "stop_loss",
+                self.stop_loss,
+                f"a {self.side.value}'s stop must be {where} price {self.price}",
+            )
         tp = self.take_profit
         if tp is not None and ((buy and tp <= self.price) or (not buy and tp >= self.price)):
             where = "above" if buy else "below"
-            _fail("OrderIntent", "take_profit", tp, f"a {self.side.value}'s take-profit must be {where} price {self.price}")
+            _fail(
+                "OrderIntent",
+                "take_profit",
+                tp,
+                f"a {self.side.value}'s take-profit must be {where} price {self.price}",
+            )
         expected = order_id_for(self.signal_id)
         if not self.order_id:
             object.__setattr__(self, "order_id", expected)
@@ -398,7 +407,7 @@ class OrderIntent(Message):
             object.__setattr__(self, "correlation_id", self.signal_id)
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutionReport(Message):
     """L1 -> L2: what happened to an order."""
 
@@ -431,13 +440,15 @@ class ExecutionReport(Message):
         if self.status is ExecutionStatus.REJECTED and self.reason_code is ReasonCode.OK:
             _fail("ExecutionReport", "reason_code", self.reason_code.value, "a rejection needs a reason code")
         if self.status is not ExecutionStatus.REJECTED and (self.executed_qty <= 0 or self.avg_price <= 0):
-            _fail("ExecutionReport", "executed_qty", self.executed_qty, "a fill needs executed_qty > 0 and avg_price > 0")
+            _fail(
+                "ExecutionReport", "executed_qty", self.executed_qty, "a fill needs executed_qty > 0 and avg_price > 0"
+            )
         if not self.report_id:
             rid = stable_id("rep", self.order_id, self.status.value, self.timestamp.isoformat(), self.reason_code.value)
             object.__setattr__(self, "report_id", rid)
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class RiskAlert(Message):
     severity: AlertSeverity
     code: ReasonCode
@@ -462,7 +473,7 @@ class RiskAlert(Message):
             object.__setattr__(self, "alert_id", aid)
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class PositionSize(Message):
     """The sizer's answer: a finite, non-negative quantity and how it was reached."""
 
@@ -482,7 +493,7 @@ class PositionSize(Message):
         _freeze_mapping(self, "details")
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class RiskMetrics(Message):
     timestamp: datetime
     equity: float
@@ -503,7 +514,7 @@ class RiskMetrics(Message):
             _fail("RiskMetrics", "trading_state", self.trading_state, "must be a TradingState")
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class L2State(Message):
     """Snapshot of the tactical layer, for dashboards and restarts."""
 
@@ -522,7 +533,7 @@ class L2State(Message):
         _freeze_mapping(self, "positions")
 
 
-@dataclasses.dataclass(**_FROZEN)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Heartbeat(Message):
     sender: str
     timestamp: datetime
@@ -536,6 +547,15 @@ class Heartbeat(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.__name__: cls
-    for cls in (TacticalSignal, StrategicDecision, OrderIntent, ExecutionReport, RiskAlert,
-                PositionSize, RiskMetrics, L2State, Heartbeat)
+    for cls in (
+        TacticalSignal,
+        StrategicDecision,
+        OrderIntent,
+        ExecutionReport,
+        RiskAlert,
+        PositionSize,
+        RiskMetrics,
+        L2State,
+        Heartbeat,
+    )
 }

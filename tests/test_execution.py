@@ -1,0 +1,148 @@
+"""The one execution simulator: invariants on the real bundled candles."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from l2_tactical.config import L2Config
+from l2_tactical.data.candles import load_candles
+from l2_tactical.execution import (
+    SCALAR,
+    Costs,
+    check_filters,
+    exit_fill,
+    market_fill,
+    round_to_step,
+    stop_exit,
+    trade_to_target,
+)
+from l2_tactical.messages import ReasonCode
+
+COSTS = Costs.from_config(L2Config.default().execution)
+
+
+@pytest.fixture(scope="module")
+def btc(data_dir):
+    return load_candles(data_dir / "BTCUSDT-1h.csv.gz")
+
+
+def _ohlc(candles, start, n):
+    f = candles.frame.iloc[start : start + n]
+    return (f["open"].to_numpy(), f["high"].to_numpy(), f["low"].to_numpy(), f["close"].to_numpy())
+
+
+def _random_play(o, h, low, c, costs, rng, lot_step=0.0, min_notional=0.0):
+    """Decide on bar t's close, fill on bar t+1's open; record every invariant's inputs."""
+    cash, qty = 10_000.0, 0.0
+    rows = []
+    for t in range(len(o) - 1):
+        target = float(rng.choice([0.0, 0.25, 0.5, 1.0]))
+        eq_open = cash + qty * o[t + 1]
+        cash, qty, price, paid, traded = trade_to_target(
+            cash, qty, target, o[t + 1], h[t + 1], low[t + 1], costs, lot_step=lot_step, min_notional=min_notional
+        )
+        rows.append((eq_open, cash + qty * o[t + 1], cash, qty, price, paid, traded, t + 1))
+    return rows
+
+
+def test_random_play_on_real_candles_keeps_every_invariant(btc):
+    o, h, low, c = _ohlc(btc, 20_000, 3_000)
+    rows = _random_play(o, h, low, c, COSTS, np.random.default_rng(7), lot_step=1e-5, min_notional=10.0)
+    traded_rows = [r for r in rows if r[6] != 0]
+    assert len(traded_rows) > 500  # the play really traded
+    for eq_open, eq_after, cash, qty, price, paid, traded, i in rows:
+        assert paid >= 0.0
+        assert cash >= -1e-9 and qty >= -1e-12  # spot: no borrowing, no shorts
+        if traded:
+            assert low[i] <= price <= h[i], "fill outside its bar's range"
+            assert abs(traded) * price >= 10.0 or abs(qty) < 1e-12
+            assert abs(round(abs(traded) / 1e-5) * 1e-5 - abs(traded)) < 1e-9 or abs(qty) < 1e-12
+        # equity = cash + position value, and trading never adds value: fees and spread only reduce it
+        assert eq_after <= eq_open + 1e-9
+        assert math.isclose(eq_after, cash + qty * o[i], rel_tol=1e-12)
+
+
+def test_zero_costs_reproduce_the_price_path_return_exactly(btc):
+    o, h, low, c = _ohlc(btc, 40_000, 2_000)
+    cash, qty, *_ = trade_to_target(10_000.0, 0.0, 1.0, o[1], h[1], low[1], Costs.zero())
+    assert cash == pytest.approx(0.0, abs=1e-9)
+    final = cash + qty * c[-1]
+    assert final / 10_000.0 == pytest.approx(c[-1] / o[1], rel=1e-12)
+
+
+def test_costs_make_a_round_trip_lose_exactly_fees_and_spread(btc):
+    o, h, low, _ = _ohlc(btc, 30_000, 3)
+    cash, qty, p_buy, f1, _ = trade_to_target(10_000.0, 0.0, 1.0, o[1], h[1], low[1], COSTS)
+    cash2, qty2, p_sell, f2, _ = trade_to_target(cash, qty, 0.0, o[2], h[2], low[2], COSTS)
+    assert qty2 == 0.0 and f1 > 0 and f2 > 0
+    assert cash2 == pytest.approx(10_000.0 + qty * (p_sell - p_buy) - f1 - f2, rel=1e-12)
+    assert p_buy >= o[1] and p_sell <= o[2]
+
+
+def test_scalar_and_batched_formulas_agree(btc):
+    o, h, low, _ = _ohlc(btc, 10_000, 200)
+    rng = np.random.default_rng(3)
+    targets = rng.uniform(0, 1, size=o.size)
+    cash, qty = np.full(o.size, 5_000.0), rng.uniform(0, 0.5, size=o.size)
+    batched = trade_to_target(cash, qty, targets, o, h, low, COSTS, lot_step=1e-5, min_notional=10.0, ops=np)
+    for i in range(o.size):
+        single = trade_to_target(
+            cash[i], qty[i], targets[i], o[i], h[i], low[i], COSTS, lot_step=1e-5, min_notional=10.0, ops=SCALAR
+        )
+        for a, b in zip(single, batched, strict=True):
+            assert a == pytest.approx(float(b[i]), rel=1e-12, abs=1e-12)
+
+
+def test_zero_volume_flat_bar_fills_at_its_only_price(btc):
+    bar = btc.frame.loc["2019-06-07T21:00:00Z"]
+    assert bar["volume"] == 0 and bar["high"] == bar["low"]
+    fill = market_fill(0.1, bar["open"], bar["high"], bar["low"], COSTS)
+    assert fill.price == bar["open"] and fill.fee > 0
+
+
+def test_march_2020_crash_triggers_a_long_stop_inside_the_bar(btc):
+    bar = btc.frame.loc["2020-03-12T10:00:00Z"]
+    prev_close = btc.frame["close"].shift(1).loc["2020-03-12T10:00:00Z"]
+    stop = prev_close * 0.95
+    assert bar["low"] < stop  # the crash hour went through a 5 % stop
+    level, reason = stop_exit(1, stop, None, bar["open"], bar["high"], bar["low"])
+    assert reason is ReasonCode.STOP_LOSS_HIT
+    fill = exit_fill(0.5, level, bar["high"], bar["low"], COSTS)
+    assert bar["low"] <= fill.price <= level and fill.qty == -0.5 and fill.slippage_bps >= 0
+
+
+def test_bar_touching_stop_and_take_profit_assumes_the_stop_first():
+    assert stop_exit(1, 95.0, 105.0, 100.0, 106.0, 94.0) == (95.0, ReasonCode.STOP_LOSS_HIT)
+    assert stop_exit(-1, 105.0, 95.0, 100.0, 106.0, 94.0) == (105.0, ReasonCode.STOP_LOSS_HIT)
+    assert stop_exit(-1, 105.0, 95.0, 100.0, 101.0, 94.0) == (95.0, ReasonCode.TAKE_PROFIT_HIT)
+    assert stop_exit(1, 95.0, 105.0, 100.0, 101.0, 99.0) is None
+
+
+@pytest.mark.parametrize(
+    "qty,price,expected",
+    [
+        (0.0, 100.0, ReasonCode.INVALID_QTY),
+        (float("nan"), 100.0, ReasonCode.INVALID_QTY),
+        (0.05, 100.0, ReasonCode.MIN_NOTIONAL),
+        (1.0, 100.0, ReasonCode.OK),
+        (1000.0, 100.0, ReasonCode.MAX_NOTIONAL),
+    ],
+)
+def test_exchange_filters(qty, price, expected):
+    assert check_filters(qty, price, min_qty=1e-5, min_notional=10.0, max_notional=50_000.0) is expected
+
+
+def test_lot_step_rounds_magnitude_down():
+    assert round_to_step(0.123456, 0.001) == pytest.approx(0.123)
+    assert round_to_step(-0.123456, 0.001) == pytest.approx(-0.123)
+    assert round_to_step(0.3, 0.1) == pytest.approx(0.3)  # float noise does not lose a step
+
+
+def test_costs_refuse_negative_or_nan_values():
+    with pytest.raises(ValueError, match="fee_bps"):
+        Costs(fee_bps=-1, half_spread_bps=0, slippage_bps=0, volatility_slippage=0)
+    with pytest.raises(ValueError, match="slippage_bps"):
+        Costs(fee_bps=1, half_spread_bps=0, slippage_bps=float("nan"), volatility_slippage=0)
