@@ -22,6 +22,7 @@ import os
 import types
 import typing
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,24 @@ class TimeframesConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WalkForwardConfig:
+    train_end: str
+    validation_end: str
+    purge_bars: int = rng(0)
+
+    def __post_init__(self) -> None:
+        for key in ("train_end", "validation_end"):
+            value = getattr(self, key)
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise ConfigError(f"walk_forward.{key}={value!r}: must be an ISO date like 2023-01-01") from None
+        if self.validation_end <= self.train_end:
+            raise ConfigError(f"walk_forward.validation_end={self.validation_end!r} must be after "
+                              f"walk_forward.train_end={self.train_end!r}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutionConfig:
     fee_bps: float = rng(0, 1000)
     half_spread_bps: float = rng(0, 1000)
@@ -178,6 +197,7 @@ class L2Config:
     risk: RiskConfig
     technical: TechnicalConfig
     timeframes: TimeframesConfig
+    walk_forward: WalkForwardConfig
     execution: ExecutionConfig
     symbols: Mapping[str, SymbolLimits]
     bus: BusConfig
