@@ -159,8 +159,14 @@ def test_hit_rate_per_source_counts_sign_agreement_with_the_next_bar(btc: pd.Dat
     fwd = np.append(c[1:] / c[:-1] - 1.0, np.nan)  # return over the bar after each close
     up_share = np.sum(fwd[:-1] > 0) / np.sum(fwd[:-1] != 0)
     rates = m.hit_rate_per_source(
-        {"always_long": np.ones(c.size), "oracle": np.nan_to_num(np.sign(fwd)),
-         "contrarian": -np.nan_to_num(np.sign(fwd)), "silent": np.zeros(c.size)}, fwd)
+        {
+            "always_long": np.ones(c.size),
+            "oracle": np.nan_to_num(np.sign(fwd)),
+            "contrarian": -np.nan_to_num(np.sign(fwd)),
+            "silent": np.zeros(c.size),
+        },
+        fwd,
+    )
     assert rates["always_long"] == pytest.approx(up_share)
     assert rates["oracle"] == 1.0 and rates["contrarian"] == 0.0
     assert math.isnan(rates["silent"])
@@ -179,8 +185,12 @@ def test_attribution_per_specialist_adds_up_to_the_exposure_weighted_return(btc:
 
 
 def test_metrics_are_frozen_and_their_maps_read_only(btc_equity: np.ndarray) -> None:
-    res = m.compute_metrics(btc_equity[:100], timeframe="1h", contributions={"trend": np.ones(99)},
-                            asset_returns=m.bar_returns(btc_equity[:100]))
+    res = m.compute_metrics(
+        btc_equity[:100],
+        timeframe="1h",
+        contributions={"trend": np.ones(99)},
+        asset_returns=m.bar_returns(btc_equity[:100]),
+    )
     with pytest.raises(dataclasses.FrozenInstanceError):
         res.sharpe = 9.0  # type: ignore[misc]
     with pytest.raises(TypeError):

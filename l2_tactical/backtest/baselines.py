@@ -63,9 +63,19 @@ def _check_cash(initial_cash: float) -> None:
 
 
 def run_target_exposure(
-    targets: Any, open_: Any, high: Any, low: Any, close: Any, costs: Costs, *,
-    initial_cash: float = 10_000.0, stop_loss: float | None = None, lot_step: float = 0.0,
-    min_notional: float = 0.0, name: str = "targets", source: str = "baseline",
+    targets: Any,
+    open_: Any,
+    high: Any,
+    low: Any,
+    close: Any,
+    costs: Costs,
+    *,
+    initial_cash: float = 10_000.0,
+    stop_loss: float | None = None,
+    lot_step: float = 0.0,
+    min_notional: float = 0.0,
+    name: str = "targets",
+    source: str = "baseline",
 ) -> BaselineResult:
     """Trade a series of target exposures decided at each bar's close (filled next open).
 
@@ -90,33 +100,59 @@ def run_target_exposure(
         if want != held:  # the decision of bar t-1 fills at bar t's open
             held = want
             cash, qty, price, paid, traded = trade_to_target(
-                cash, qty, want, o[t], h[t], lo[t], costs, lot_step=lot_step, min_notional=min_notional)
+                cash, qty, want, o[t], h[t], lo[t], costs, lot_step=lot_step, min_notional=min_notional
+            )
             if traded != 0:
                 fills.append(TradeFill(bar=t, qty=traded, price=price, fee=paid, source=source, reason="signal"))
                 stop = price * (1.0 - stop_loss) if stop_loss is not None and qty > 0 else math.nan
         if qty > 0 and not math.isnan(stop):
-            hit = stop_exit(1.0, stop, None, o[t], h[t], lo[t])
-            if hit is not None:
-                f = exit_fill(qty, hit[0], h[t], lo[t], costs)
-                cash, qty = cash - f.qty * f.price - f.fee, 0.0
-                fills.append(TradeFill(bar=t, qty=f.qty, price=f.price, fee=f.fee, source=source,
-                                       reason=hit[1].value))
-                stops[t], stop = stop, math.nan
-        if qty != 0 and not math.isnan(stop):
             stops[t] = stop
+            exit_ = _stop_fill(t, qty, stop, o[t], h[t], lo[t], costs, source)
+            if exit_ is not None:
+                fills.append(exit_)
+                cash, qty, stop = cash - exit_.qty * exit_.price - exit_.fee, 0.0, math.nan
         equity[t] = cash + qty * c[t]
         exposure[t] = qty * c[t] / equity[t]
-    return BaselineResult(name=name, equity=equity, exposure=exposure, stops=stops, targets=tgt,
-                          fills=tuple(fills))
+    return BaselineResult(name=name, equity=equity, exposure=exposure, stops=stops, targets=tgt, fills=tuple(fills))
 
 
-def buy_and_hold(open_: Any, high: Any, low: Any, close: Any, costs: Costs, *,
-                 initial_cash: float = 10_000.0, lot_step: float = 0.0, min_notional: float = 0.0) -> BaselineResult:
+def _stop_fill(
+    bar: int, qty: float, stop: float, open_: float, high: float, low: float, costs: Costs, source: str
+) -> TradeFill | None:
+    """The exit fill of a long ``qty`` whose ``stop`` this bar reaches, else None."""
+    hit = stop_exit(1.0, stop, None, open_, high, low)
+    if hit is None:
+        return None
+    f = exit_fill(qty, hit[0], high, low, costs)
+    return TradeFill(bar=bar, qty=f.qty, price=f.price, fee=f.fee, source=source, reason=hit[1].value)
+
+
+def buy_and_hold(
+    open_: Any,
+    high: Any,
+    low: Any,
+    close: Any,
+    costs: Costs,
+    *,
+    initial_cash: float = 10_000.0,
+    lot_step: float = 0.0,
+    min_notional: float = 0.0,
+) -> BaselineResult:
     """Decide at the first close to be fully invested; fills at bar 1's open, then holds."""
     o = np.asarray(open_, dtype=np.float64)
-    return run_target_exposure(np.ones(o.size), open_, high, low, close, costs, initial_cash=initial_cash,
-                               lot_step=lot_step, min_notional=min_notional, name="buy_and_hold",
-                               source="buy_and_hold")
+    return run_target_exposure(
+        np.ones(o.size),
+        open_,
+        high,
+        low,
+        close,
+        costs,
+        initial_cash=initial_cash,
+        lot_step=lot_step,
+        min_notional=min_notional,
+        name="buy_and_hold",
+        source="buy_and_hold",
+    )
 
 
 def sma(values: Any, window: int) -> np.ndarray:
@@ -129,7 +165,7 @@ def sma(values: Any, window: int) -> np.ndarray:
     out = np.full(x.size, np.nan)
     if x.size >= window:
         csum = np.cumsum(np.concatenate(([0.0], x)))
-        out[window - 1:] = (csum[window:] - csum[:-window]) / window
+        out[window - 1 :] = (csum[window:] - csum[:-window]) / window
     return out
 
 
@@ -142,11 +178,33 @@ def sma_cross_targets(close: Any, fast: int, slow: int) -> np.ndarray:
         return np.where(np.isfinite(s) & (f > s), 1.0, 0.0)
 
 
-def sma_cross(open_: Any, high: Any, low: Any, close: Any, costs: Costs, *, fast: int = 24, slow: int = 168,
-              initial_cash: float = 10_000.0, stop_loss: float | None = None, lot_step: float = 0.0,
-              min_notional: float = 0.0) -> BaselineResult:
+def sma_cross(
+    open_: Any,
+    high: Any,
+    low: Any,
+    close: Any,
+    costs: Costs,
+    *,
+    fast: int = 24,
+    slow: int = 168,
+    initial_cash: float = 10_000.0,
+    stop_loss: float | None = None,
+    lot_step: float = 0.0,
+    min_notional: float = 0.0,
+) -> BaselineResult:
     """Long while the fast SMA of the close is above the slow one (spot: flat otherwise)."""
     targets = sma_cross_targets(close, fast, slow)
-    return run_target_exposure(targets, open_, high, low, close, costs, initial_cash=initial_cash,
-                               stop_loss=stop_loss, lot_step=lot_step, min_notional=min_notional,
-                               name=f"sma_cross_{fast}_{slow}", source="sma_cross")
+    return run_target_exposure(
+        targets,
+        open_,
+        high,
+        low,
+        close,
+        costs,
+        initial_cash=initial_cash,
+        stop_loss=stop_loss,
+        lot_step=lot_step,
+        min_notional=min_notional,
+        name=f"sma_cross_{fast}_{slow}",
+        source="sma_cross",
+    )

@@ -198,9 +198,14 @@ def _make_trade(fills: list[TradeFill], mark: float | None) -> Trade:
         cash += left * mark
         reduce = [*reduce, TradeFill(bar=fills[-1].bar, qty=-left, price=mark, fee=0.0)]
     return Trade(
-        entry_bar=fills[0].bar, exit_bar=None if mark is not None else fills[-1].bar, side=side,
-        entry_price=_vwap(build), exit_price=_vwap(reduce) if reduce else _vwap(build),
-        pnl=cash, fees=sum(f.fee for f in fills), source=fills[0].source,
+        entry_bar=fills[0].bar,
+        exit_bar=None if mark is not None else fills[-1].bar,
+        side=side,
+        entry_price=_vwap(build),
+        exit_price=_vwap(reduce) if reduce else _vwap(build),
+        pnl=cash,
+        fees=sum(f.fee for f in fills),
+        source=fills[0].source,
         exit_reason=fills[-1].reason if mark is None else "open",
     )
 
@@ -313,9 +318,16 @@ class Metrics:
 
 
 def compute_metrics(
-    equity: Any, *, timeframe: str = "1h", fills: Sequence[TradeFill] = (), exposure: Any = None,
-    mark_price: float | None = None, signals: Mapping[str, Any] | None = None,
-    forward_returns: Any = None, contributions: Mapping[str, Any] | None = None, asset_returns: Any = None,
+    equity: Any,
+    *,
+    timeframe: str = "1h",
+    fills: Sequence[TradeFill] = (),
+    exposure: Any = None,
+    mark_price: float | None = None,
+    signals: Mapping[str, Any] | None = None,
+    forward_returns: Any = None,
+    contributions: Mapping[str, Any] | None = None,
+    asset_returns: Any = None,
 ) -> Metrics:
     """All metrics of one run.
 
@@ -330,15 +342,25 @@ def compute_metrics(
     pnls = np.array([t.pnl for t in round_trips(fills, mark_price)], dtype=np.float64)
     depth, duration = max_drawdown(e)
     return Metrics(
-        n_bars=int(e.size), periods_per_year=ppy, initial_equity=float(e[0]), final_equity=float(e[-1]),
-        total_return=total_return(e), annual_return=annualised_return(e, ppy),
-        annual_volatility=annualised_volatility(r, ppy), sharpe=sharpe_ratio(r, ppy),
-        sortino=sortino_ratio(r, ppy), calmar=calmar_ratio(e, ppy), max_drawdown=depth,
-        max_drawdown_bars=duration, n_trades=int(pnls.size), win_rate=win_rate(pnls),
+        n_bars=int(e.size),
+        periods_per_year=ppy,
+        initial_equity=float(e[0]),
+        final_equity=float(e[-1]),
+        total_return=total_return(e),
+        annual_return=annualised_return(e, ppy),
+        annual_volatility=annualised_volatility(r, ppy),
+        sharpe=sharpe_ratio(r, ppy),
+        sortino=sortino_ratio(r, ppy),
+        calmar=calmar_ratio(e, ppy),
+        max_drawdown=depth,
+        max_drawdown_bars=duration,
+        n_trades=int(pnls.size),
+        win_rate=win_rate(pnls),
         profit_factor=profit_factor(pnls),
         avg_win=float(pnls[pnls > 0].mean()) if np.any(pnls > 0) else 0.0,
         avg_loss=float(pnls[pnls < 0].mean()) if np.any(pnls < 0) else 0.0,
-        turnover=turnover(fills, e), time_in_market=time_in_market(exposure) if exposure is not None else 0.0,
+        turnover=turnover(fills, e),
+        time_in_market=time_in_market(exposure) if exposure is not None else 0.0,
         fees_paid=float(sum(f.fee for f in fills)),
         hit_rate_per_source=hit_rate_per_source(signals, forward_returns) if signals else {},
         attribution=attribution_per_specialist(contributions, asset_returns) if contributions else {},
