@@ -1,0 +1,149 @@
+"""Redis Streams adapter (redis-py's asyncio client; the only module that imports redis).
+
+Mapping of the port's primitives:
+
+* publish -> ``XADD stream MAXLEN ~ maxlen * type .. payload .. correlation_id .. published_at ..``
+* new entries -> ``XREADGROUP GROUP g c COUNT n BLOCK ms STREAMS stream >``
+* own pending -> ``XREADGROUP ... STREAMS stream <after>`` pipelined with ``XPENDING`` for the delivery counts
+* idle entries of a vanished consumer -> ``XAUTOCLAIM ... JUSTID`` (does not count as a delivery)
+* settle -> one ``MULTI``: ``XADD`` each dead letter to ``{prefix}:dead:{topic}``, then ``XACK`` the batch
+
+Connection failures, timeouts and a missing group (Redis restarted without its
+data) surface as TransientError; the shared consumer loop backs off with jitter,
+re-creates the group and re-reads pending entries before new ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as rex
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from l2_tactical.bus.gate import DeadLetter, RawEntry
+from l2_tactical.bus.port import MessageBus
+from l2_tactical.errors import TransientError
+
+
+@contextlib.contextmanager
+def _transient(what: str) -> Iterator[None]:
+    """Turn Redis being unreachable (or having lost a group) into TransientError."""
+    try:
+        yield
+    except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+        raise TransientError(f"redis {what}: {type(exc).__name__}: {exc}") from exc
+    except rex.ResponseError as exc:
+        if "NOGROUP" in str(exc):
+            raise TransientError(f"redis {what}: consumer group missing ({exc})") from exc
+        raise
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _fields(raw: Mapping[bytes, bytes] | None) -> dict[str, str]:
+    """Decode an entry's fields; undecodable bytes become a field that fails envelope decoding."""
+    if not raw:
+        return {}
+    try:
+        return {_text(k): _text(v) for k, v in raw.items()}
+    except UnicodeDecodeError:
+        return {"undecodable": repr(dict(raw))[:2000]}
+
+
+def _entries(resp: Any) -> list[tuple[str, dict[str, str]]]:
+    """Entries of the single stream in an XREADGROUP reply (RESP2 list or RESP3 dict)."""
+    if not resp:
+        return []
+    streams = resp.items() if isinstance(resp, dict) else resp
+    out = []
+    for _name, items in streams:
+        for item in items[0] if isinstance(items, list) and items and isinstance(items[0], list) else items:
+            entry_id, raw = item
+            out.append((_text(entry_id), _fields(raw)))
+    return out
+
+
+class RedisStreamsBus(MessageBus):
+    """:class:`MessageBus` over Redis Streams consumer groups."""
+
+    def __init__(self, client: aioredis.Redis, *, maxlen: int = 100_000, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if maxlen < 1:
+            raise ValueError(f"maxlen={maxlen!r}: must be >= 1")
+        self._r = client
+        self.maxlen = maxlen
+
+    @classmethod
+    def from_url(cls, url: str, *, maxlen: int = 100_000, **kwargs: Any) -> RedisStreamsBus:
+        block = float(kwargs.get("block_seconds", 0.1))
+        client = aioredis.Redis.from_url(
+            url, decode_responses=False, socket_connect_timeout=1.0, socket_timeout=block + 5.0,
+            retry=Retry(NoBackoff(), 1), health_check_interval=0)
+        return cls(client, maxlen=maxlen, **kwargs)
+
+    async def ping(self) -> None:
+        self._check_open()
+        with _transient("ping"):
+            await self._r.ping()
+
+    async def _append(self, stream: str, fields: dict[str, str]) -> str:
+        with _transient("XADD"):
+            entry_id = await self._r.xadd(stream, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+        return _text(entry_id)
+
+    async def _ensure_group(self, stream: str, group: str) -> None:
+        with _transient("XGROUP CREATE"):
+            try:
+                await self._r.xgroup_create(stream, group, id="0", mkstream=True)
+            except rex.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def _read_new(self, stream: str, group: str, consumer: str, count: int, block: float) -> list[RawEntry]:
+        ms = int(block * 1000)
+        with _transient("XREADGROUP"):
+            resp = await self._r.xreadgroup(group, consumer, {stream: ">"}, count=count, block=ms if ms > 0 else None)
+        return [RawEntry(i, f, 1) for i, f in _entries(resp)]
+
+    async def _read_pending(self, stream: str, group: str, consumer: str, after: str, count: int) -> list[RawEntry]:
+        with _transient("XREADGROUP pending"):
+            pipe = self._r.pipeline(transaction=False)
+            pipe.xreadgroup(group, consumer, {stream: after}, count=count)
+            pipe.xpending_range(stream, group, min="-" if after == "0" else f"({after}", max="+", count=count,
+                                consumername=consumer)
+            resp, pending = await pipe.execute()
+        counts = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        return [RawEntry(i, f, counts.get(i, 1)) for i, f in _entries(resp)]
+
+    async def _claim_idle(self, stream: str, group: str, consumer: str, idle: float) -> int:
+        with _transient("XAUTOCLAIM"):
+            resp = await self._r.xautoclaim(stream, group, consumer, min_idle_time=int(idle * 1000),
+                                            start_id="0-0", count=self.batch, justid=True)
+        return len(resp[1]) if isinstance(resp, list | tuple) and len(resp) > 1 else 0
+
+    async def _settle(self, stream: str, group: str, ack: Sequence[str], dead: Sequence[DeadLetter],
+                      dead_stream: str) -> None:
+        with _transient("XACK"):
+            if not dead:
+                await self._r.xack(stream, group, *ack)
+                return
+            pipe = self._r.pipeline(transaction=True)
+            for d in dead:
+                pipe.xadd(dead_stream, d.to_fields(), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+            pipe.xack(stream, group, *ack)
+            await pipe.execute()
+
+    async def _read_dead(self, dead_stream: str, count: int) -> list[DeadLetter]:
+        with _transient("XRANGE"):
+            items: Any = await self._r.xrange(dead_stream, count=count)
+        return [DeadLetter.from_fields(_fields(raw)) for _, raw in items]
+
+    async def _close_transport(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._r.aclose()
