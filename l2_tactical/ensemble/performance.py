@@ -1,0 +1,139 @@
+"""Adaptive weights: rolling realised performance of each specialist, and L3's regime.
+
+**Realised performance.** After each bar the tracker is told, per specialist, the exposure
+it voted for *before* the bar and the bar's return: the specialist's realised return is
+``r = exposure * bar_return`` (what following its vote alone would have earned, before
+costs). The last ``window`` (``ensemble.performance_window``) returns are kept per specialist.
+
+**Score.** ``score = tanh(t / 2)`` in (-1, 1), where ``t = mean(r) / std(r) * sqrt(n)`` is the
+t-statistic of the rolling mean return (n >= 2 bars and std > 0; otherwise 0). ``t = 2``
+(a mean about two standard errors above 0) gives 0.76.
+
+**Adaptive weight.** ``w_i = base_i * exp(sensitivity * score_i) * regime_i``, then
+normalised to sum 1 and floored: every weight is at least ``min_weight`` (a share of the
+total; ``ensemble.min_weight``), the rest is shared in proportion. So the performance
+multiplier is bounded in ``[exp(-sensitivity), exp(sensitivity)]`` and no specialist is
+ever silenced by a bad streak (it keeps voting and can earn its weight back).
+
+**Regime.** ``regime_i = 1 + (boost - 1) * strength`` for the specialist L3's regime favours
+(``trending`` -> ``trend_following``, ``ranging`` -> ``mean_reversion``, ``volatile`` ->
+``volatility_breakout``), 1 for the others; ``boost = ensemble.regime_boost``, ``strength``
+is L3's regime strength in [0, 1] (1 when not given).
+
+>>> floor_weights([0.9, 0.08, 0.02], 0.05).round(4).tolist()
+[0.8724, 0.0776, 0.05]
+>>> regime_multipliers(["trend_following", "mean_reversion"], "ranging", boost=1.5).tolist()
+[1.0, 1.5]
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+REGIME_FAVOURS: dict[str, str] = {
+    "trending": "trend_following",
+    "ranging": "mean_reversion",
+    "volatile": "volatility_breakout",
+}
+
+
+def performance_score(returns: Sequence[float] | np.ndarray) -> float:
+    """``tanh(t / 2)`` of the rolling returns (0 with fewer than 2 or constant returns).
+
+    >>> performance_score([0.01, 0.02, 0.015]) > 0.9, performance_score([0.0, 0.0])
+    (True, 0.0)
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    n = r.size
+    if n < 2:
+        return 0.0
+    std = float(r.std(ddof=1))
+    if not std > 1e-15:
+        return 0.0
+    t = float(r.mean()) / std * math.sqrt(n)
+    return math.tanh(t / 2.0)
+
+
+def floor_weights(weights: Sequence[float] | np.ndarray, min_weight: float) -> np.ndarray:
+    """Normalise to sum 1 with every share >= ``min_weight`` (equal shares if the floor cannot hold)."""
+    w = np.asarray(weights, dtype=np.float64).copy()
+    n = w.size
+    if n == 0:
+        return w
+    if np.any(w < 0) or not np.all(np.isfinite(w)):
+        raise ValueError(f"floor_weights: weights={w.tolist()} must be finite and >= 0")
+    if min_weight * n >= 1.0 or w.sum() <= 0:
+        return np.full(n, 1.0 / n)
+    w /= w.sum()
+    fixed = np.zeros(n, dtype=bool)
+    for _ in range(n):
+        low = (w < min_weight) & ~fixed
+        if not low.any():
+            break
+        fixed |= low
+        free = ~fixed
+        w[fixed] = min_weight
+        w[free] *= (1.0 - min_weight * fixed.sum()) / w[free].sum()
+    return w
+
+
+def regime_multipliers(specializations: Sequence[str], regime: str | None, *, boost: float,
+                       strength: float = 1.0) -> np.ndarray:
+    """Per specialist: ``1 + (boost - 1) * strength`` if the regime favours it, else 1."""
+    if regime is not None and regime not in REGIME_FAVOURS:
+        raise ValueError(f"regime={regime!r}: not one of {sorted(REGIME_FAVOURS)}")
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"regime strength={strength!r}: must be in [0, 1]")
+    favoured = REGIME_FAVOURS.get(regime or "")
+    up = 1.0 + (boost - 1.0) * strength
+    return np.array([up if s == favoured else 1.0 for s in specializations], dtype=np.float64)
+
+
+def adaptive_weights(base: Sequence[float], scores: Sequence[float], regime: Sequence[float], *,
+                     sensitivity: float, min_weight: float) -> np.ndarray:
+    """``floor_weights(base * exp(sensitivity * score) * regime, min_weight)``.
+
+    >>> adaptive_weights([0.5, 0.5], [0.5, -0.5], [1.0, 1.0], sensitivity=1.0, min_weight=0.05).round(4).tolist()
+    [0.7311, 0.2689]
+    """
+    b = np.asarray(base, dtype=np.float64)
+    s = np.clip(np.asarray(scores, dtype=np.float64), -1.0, 1.0)
+    g = np.asarray(regime, dtype=np.float64)
+    return floor_weights(b * np.exp(sensitivity * s) * g, min_weight)
+
+
+class PerformanceTracker:
+    """Rolling realised returns per specialist (see the module docstring)."""
+
+    def __init__(self, names: Sequence[str], window: int) -> None:
+        if window < 2:
+            raise ValueError(f"performance window={window!r}: must be >= 2")
+        self.window = window
+        self._returns: dict[str, deque[float]] = {n: deque(maxlen=window) for n in names}
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._returns)
+
+    def record(self, exposures: Mapping[str, float], bar_return: float) -> None:
+        """Add one bar: each named specialist earned ``exposure * bar_return``."""
+        if not math.isfinite(bar_return):
+            raise ValueError(f"bar_return={bar_return!r}: must be finite")
+        for name, exposure in exposures.items():
+            if name not in self._returns:
+                raise KeyError(f"unknown specialist {name!r}; known: {sorted(self._returns)}")
+            self._returns[name].append(float(exposure) * bar_return)
+
+    def returns(self, name: str) -> tuple[float, ...]:
+        return tuple(self._returns[name])
+
+    def scores(self) -> dict[str, float]:
+        return {n: performance_score(list(r)) for n, r in self._returns.items()}
+
+    def reset(self) -> None:
+        for r in self._returns.values():
+            r.clear()
