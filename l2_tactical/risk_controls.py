@@ -34,6 +34,7 @@ from l2_tactical.position_monitor import Position, add_to_position, open_positio
 from l2_tactical.stops import is_coherent_stop
 
 _FROZEN = {"frozen": True, "slots": True, "kw_only": True}
+_EPS = 1e-12  # a limit counts as reached at its value, despite float rounding (1 - 0.9 < 0.1)
 
 
 # --------------------------------------------------------------------- risk state
@@ -93,9 +94,9 @@ def _alert(severity: AlertSeverity, code: ReasonCode, message: str, now: datetim
 
 def _next_trading_state(state: RiskState, risk: Any) -> TradingState:
     dd = state.drawdown
-    if state.trading_state is TradingState.HALTED or dd >= risk.drawdown_halt:
+    if state.trading_state is TradingState.HALTED or dd >= risk.drawdown_halt - _EPS:
         return TradingState.HALTED
-    return TradingState.REDUCING if dd >= risk.drawdown_reduce else TradingState.ACTIVE
+    return TradingState.REDUCING if dd >= risk.drawdown_reduce - _EPS else TradingState.ACTIVE
 
 
 def mark_to_market(state: RiskState, equity: float, now: datetime,
@@ -117,7 +118,7 @@ def mark_to_market(state: RiskState, equity: float, now: datetime,
                              f"trading {s.trading_state.value} -> {new_trading.value} at drawdown {s.drawdown:.2%}",
                              now, value=s.drawdown, limit=limit))
         s = dataclasses.replace(s, trading_state=new_trading)
-    if not s.daily_loss_hit and s.daily_loss >= risk.daily_loss_limit:
+    if not s.daily_loss_hit and s.daily_loss >= risk.daily_loss_limit - _EPS:
         alerts.append(_alert(AlertSeverity.CRITICAL, ReasonCode.DAILY_LOSS_LIMIT,
                              f"daily loss {s.daily_loss:.2%} reached the limit; no new risk until the next UTC day",
                              now, value=s.daily_loss, limit=risk.daily_loss_limit))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from l2_tactical.position_sizer import (
 DATA = Path(__file__).resolve().parent.parent / "data"
 
 
-@lru_cache(maxsize=None)
+@cache
 def candles(symbol: str) -> pd.DataFrame:
     return pd.read_csv(DATA / f"{symbol}-1h.csv.gz", parse_dates=["timestamp"], index_col="timestamp")
 
