@@ -125,6 +125,9 @@ def test_load_model_sb3_round_trip_predicts_identically(tmp_path: Path, algorith
     assert loaded.feature_names == FEATURES and loaded.feature_schema_hash == SCHEMA_HASH
     assert loaded.sha256 == file_sha256(tmp_path / "agent.zip") == loaded.card["sha256"]
     assert 0.0 < confidence <= 1.0
+    single_action, single_confidence = loaded.predict(obs[0])
+    np.testing.assert_array_equal(single_action, model.predict(obs[0], deterministic=True)[0])
+    assert 0.0 < single_confidence <= 1.0
     assert loaded.policy is loaded.model.policy
 
 
