@@ -29,7 +29,8 @@ PLUGIN_GROUP = "l2_tactical.commands"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="l2",
-        description="l2_tactical: RL specialists + technical consensus -> sized, stop-protected orders (paper by default).",
+        description="l2_tactical: RL specialists + technical consensus -> sized, stop-protected orders "
+        "(paper by default).",
     )
     parser.add_argument("--config", metavar="PATH", help="YAML config layered over config/l2_config.yaml")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
