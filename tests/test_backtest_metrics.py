@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -197,3 +198,14 @@ def test_metrics_are_frozen_and_their_maps_read_only(btc_equity: np.ndarray) -> 
         res.attribution["trend"] = 1.0  # type: ignore[index]
     simple_sum = float(np.sum(np.diff(btc_equity[:100]) / btc_equity[:99]))
     assert res.to_dict()["attribution"]["trend"] == pytest.approx(simple_sum)
+
+
+def test_json_safe_summary_replaces_infinite_profit_factor_with_null(btc: pd.DataFrame) -> None:
+    o, h, lo, c = _ohlc(btc.iloc[:500])
+    run = buy_and_hold(o, h, lo, c, Costs.zero())
+    winner = [m.TradeFill(bar=1, qty=1.0, price=c[0], fee=0.0), m.TradeFill(bar=2, qty=-1.0, price=2 * c[0], fee=0.0)]
+    assert m.summarise(run.equity, fills=winner)["profit_factor"] == math.inf
+    safe = m.summarise(run.equity, fills=winner, signals={"silent": np.zeros(3)}, forward_returns=np.ones(3),
+                       json_safe=True)  # fmt: skip
+    assert safe["profit_factor"] is None and safe["hit_rate_per_source"] == {"silent": None}
+    json.dumps(safe, allow_nan=False)

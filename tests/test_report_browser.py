@@ -44,7 +44,7 @@ FLAGS = [
 def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        if os.environ.get("CI") == "true":
+        if os.environ.get("CI", "").lower() == "true":
             pytest.fail("chromium is not installed; CI must install Debian's `chromium` package")
         pytest.skip("chromium not installed (apt-get install -y chromium); browser test skipped outside CI")
     return path

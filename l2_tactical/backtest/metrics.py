@@ -310,11 +310,20 @@ class Metrics:
         object.__setattr__(self, "hit_rate_per_source", MappingProxyType(dict(self.hit_rate_per_source)))
         object.__setattr__(self, "attribution", MappingProxyType(dict(self.attribution)))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, json_safe: bool = False) -> dict[str, Any]:
+        """Plain dict; ``json_safe`` turns inf/NaN (e.g. the profit factor without a loss) into None."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["hit_rate_per_source"] = dict(self.hit_rate_per_source)
         d["attribution"] = dict(self.attribution)
-        return d
+        return _finite_or_none(d) if json_safe else d
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def compute_metrics(
@@ -367,6 +376,6 @@ def compute_metrics(
     )
 
 
-def summarise(equity: Any, **kwargs: Any) -> dict[str, Any]:
-    """:func:`compute_metrics` as a plain dict (JSON-ready apart from inf/NaN)."""
-    return compute_metrics(equity, **kwargs).to_dict()
+def summarise(equity: Any, *, json_safe: bool = False, **kwargs: Any) -> dict[str, Any]:
+    """:func:`compute_metrics` as a plain dict (``json_safe``: inf/NaN become None)."""
+    return compute_metrics(equity, **kwargs).to_dict(json_safe=json_safe)
