@@ -73,7 +73,15 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize(("name", "rows"), [("BTCUSDT-1h.csv.gz", None), ("BTCUSDT-1m.csv.gz", 20_000)])
+@pytest.mark.parametrize(
+    ("name", "rows"),
+    [
+        ("BTCUSDT-1h.csv.gz", 30_000),
+        ("BTCUSDT-1m.csv.gz", 10_000),
+        pytest.param("BTCUSDT-1h.csv.gz", None, marks=pytest.mark.slow),
+        pytest.param("BTCUSDT-1m.csv.gz", None, marks=pytest.mark.slow),
+    ],
+)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_streaming_indicator_equals_talib_on_every_real_bar(case: str, name: str, rows: int | None) -> None:
     make, feed, outputs, reference = CASES[case]

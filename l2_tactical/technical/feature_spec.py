@@ -95,15 +95,25 @@ def feature(name: str, timeframe: str, **params: Any) -> FeatureSpec:
     )
 
 
+def _takes_text(kind: str) -> bool:
+    return any(isinstance(v, str) for v in KINDS[kind].defaults.values())
+
+
 def parse_feature(column: str) -> FeatureSpec:
     """The :class:`FeatureSpec` whose ``column`` is ``column`` (e.g. ``"rsi_14@1h"``)."""
     ensure_loaded()
     left, sep, timeframe = column.partition("@")
     if not sep or not timeframe:
         raise FeatureError(f"feature name {column!r} has no '@<timeframe>' suffix (e.g. 'rsi_14@1h')")
+    stem = "_".join(t for t in left.split("_") if not t.replace(".", "").isdigit())
     kinds = [k for k in KINDS if left == k or left.startswith(k + "_")]
-    if not kinds:
-        raise FeatureError(f"unknown feature {column!r}{_hint(left, list(KINDS))}")
+    if not kinds or (
+        stem not in KINDS
+        and max(kinds, key=len) != stem
+        and stem.startswith(max(kinds, key=len))
+        and not _takes_text(max(kinds, key=len))
+    ):
+        raise FeatureError(f"unknown feature {column!r}{_hint(stem, list(KINDS))}")
     name = max(kinds, key=len)
     keys = list(KINDS[name].defaults)
     tokens = left[len(name) + 1 :].split("_") if left != name else []

@@ -92,16 +92,10 @@ def _atr_s(sb: StreamBars, p: Params) -> Reader:
 
 
 def _two_pass(values: Iterable[float], n: int, ddof: int) -> tuple[float, float]:
-    """Mean and std of ``n`` values, summed in order (the batch twin sums per window)."""
-    total = 0.0
-    for x in values:
-        total += x
-    mean = total / n
-    acc = 0.0
-    for x in values:
-        d = x - mean
-        acc += d * d
-    return mean, math.sqrt(acc / (n - ddof))
+    """Mean and std of ``n`` values (two passes; the batch twin sums per window too)."""
+    mean = sum(values) / n
+    devs = [x - mean for x in values]
+    return mean, math.sqrt(sum([d * d for d in devs]) / (n - ddof))
 
 
 @register(

@@ -14,8 +14,6 @@ incremental :class:`PatternWindow` calls TA-Lib on exactly that window.
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 import talib
 from talib import abstract
@@ -33,6 +31,8 @@ PATTERNS: dict[str, str] = {
     "harami": "CDLHARAMI",
 }
 #: patterns that only make sense as reversal up / down; the others carry their own sign
+# the C functions themselves, without talib's pandas/polars-aware Python wrapper (per-bar cost)
+_RAW = {name: getattr(getattr(talib, fn), "__wrapped__", getattr(talib, fn)) for name, fn in PATTERNS.items()}
 BULLISH = frozenset({"hammer", "inverted_hammer", "morning_star"})
 BEARISH = frozenset({"evening_star", "shooting_star", "hanging_man"})
 INDECISION = frozenset({"doji"})
@@ -57,34 +57,34 @@ def detect_pattern(name: str, open_: np.ndarray, high: np.ndarray, low: np.ndarr
 
 
 class PatternWindow:
-    """Keeps the last bars and evaluates patterns on the newest one."""
+    """Keeps the last ``size`` bars and evaluates patterns on the newest one.
 
-    __slots__ = ("_arrays", "_c", "_h", "_l", "_o", "size")
+    The bars live in a numpy ring written twice (at ``i`` and ``i + size``), so
+    the last ``k`` bars are always a contiguous view: no allocation per bar.
+    """
+
+    __slots__ = ("_buf", "_count", "_pos", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._o: deque[float] = deque(maxlen=size)
-        self._h: deque[float] = deque(maxlen=size)
-        self._l: deque[float] = deque(maxlen=size)
-        self._c: deque[float] = deque(maxlen=size)
-        self._arrays: tuple[np.ndarray, ...] | None = None
+        self._buf = np.zeros((4, 2 * size))
+        self._pos = 0
+        self._count = 0
 
     def update(self, o: float, h: float, lo: float, c: float) -> None:
-        self._o.append(o)
-        self._h.append(h)
-        self._l.append(lo)
-        self._c.append(c)
-        self._arrays = None
+        buf, pos, size = self._buf, self._pos, self.size
+        buf[:, pos] = buf[:, pos + size] = (o, h, lo, c)
+        self._pos = (pos + 1) % size
+        self._count += 1
 
     def value(self, name: str) -> float:
         """Pattern output on the newest bar, nan until the window holds its lookback + 1 bars."""
         need = pattern_lookback_cached(name) + 1
-        if len(self._c) < need:
+        if self._count < need:
             return np.nan
-        if self._arrays is None:
-            self._arrays = tuple(np.array(d) for d in (self._o, self._h, self._l, self._c))
-        o, h, lo, c = (a[-need:] for a in self._arrays)
-        return float(_function(name)(o, h, lo, c)[-1])
+        end = self._pos + self.size
+        o, h, lo, c = self._buf[:, end - need : end]
+        return float(_RAW[name](o, h, lo, c)[-1])
 
 
 _LOOKBACKS: dict[str, int] = {}
