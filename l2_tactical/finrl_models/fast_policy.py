@@ -1,0 +1,245 @@
+"""Stable-baselines3 MLP policies exported to a plain numpy forward pass.
+
+SB3's ``predict`` costs a few hundred microseconds per call (tensor conversion, ``no_grad``,
+distribution objects); a specialist's MLP is three small matrix products. :func:`export_policy`
+copies the actor's weights out of a loaded SB3 model once; :class:`FastPolicy` then evaluates
+the deterministic action and a confidence in microseconds, for one observation or a batch
+(e.g. one row per symbol).
+
+Supported (deterministic action exactly as SB3 ``predict(obs, deterministic=True)`` computes it):
+
+* PPO / A2C, ``Discrete(n)``: ``logits = action_net(policy_net(obs))``, action = argmax.
+* PPO / A2C, ``Box`` (no gSDE): ``mean = action_net(policy_net(obs))``, action =
+  ``clip(mean, low, high)``; the std is ``exp(log_std)`` (state independent).
+* SAC (no gSDE): ``mu = mu(latent_pi(obs))``, action = ``tanh(mu)`` rescaled from [-1, 1] to
+  [low, high]; the std is ``exp(clip(log_std(latent_pi(obs)), -20, 2))``.
+
+Anything else (CNN extractors, gSDE, DQN/TD3/DDPG, unknown activations) raises
+:class:`UnsupportedPolicy`; callers then fall back to SB3 ``predict``.
+
+Confidence (documented in :mod:`l2_tactical.ensemble.confidence_calc`): discrete ->
+rescaled probability of the chosen action; Gaussian -> ``erf(|mu| / (sigma sqrt 2))``, the
+rescaled probability that a sampled action keeps the deterministic action's sign.
+Torch and numpy sum in different orders, so continuous actions agree to ~1e-6, not bit for bit;
+discrete actions agree exactly except on exact logit ties.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from l2_tactical.ensemble.confidence_calc import discrete_confidence_batch
+
+Activation = Callable[[np.ndarray], np.ndarray]
+_SQRT2 = math.sqrt(2.0)
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+class UnsupportedPolicy(ValueError):
+    """The SB3 policy's structure has no numpy export; use SB3 ``predict`` instead."""
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0, out=x)
+
+
+def _identity(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+def _leaky(slope: float) -> Activation:
+    return lambda x: np.where(x >= 0, x, x * np.float32(slope)).astype(np.float32)
+
+
+def _elu(alpha: float) -> Activation:
+    return lambda x: np.where(x > 0, x, np.float32(alpha) * np.expm1(x)).astype(np.float32)
+
+
+def _silu(x: np.ndarray) -> np.ndarray:
+    return (x / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+def _tanh(x: np.ndarray) -> np.ndarray:
+    return np.tanh(x, out=x)
+
+
+def _activation(module: Any) -> Activation:
+    name = type(module).__name__
+    simple: dict[str, Activation] = {"Tanh": _tanh, "ReLU": _relu, "Identity": _identity,
+                                     "Sigmoid": _sigmoid, "SiLU": _silu}
+    if name in simple:
+        return simple[name]
+    if name == "LeakyReLU":
+        return _leaky(float(module.negative_slope))
+    if name == "ELU":
+        return _elu(float(module.alpha))
+    raise UnsupportedPolicy(f"activation {name} has no numpy export")
+
+
+@dataclass(frozen=True, slots=True)
+class Dense:
+    """``act(x @ weight + bias)``; weight stored ``[in, out]`` float32."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    act: Activation = _identity
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.act(x @ self.weight + self.bias)
+
+
+def _linear(module: Any, act: Activation = _identity) -> Dense:
+    w = module.weight.detach().cpu().numpy().astype(np.float32).T.copy()
+    b = (module.bias.detach().cpu().numpy().astype(np.float32) if module.bias is not None
+         else np.zeros(w.shape[1], np.float32))
+    return Dense(np.ascontiguousarray(w), b, act)
+
+
+def _mlp(sequential: Any) -> tuple[Dense, ...]:
+    """Linear layers of an ``nn.Sequential`` with the activation that follows each."""
+    modules = list(sequential)
+    layers: list[Dense] = []
+    i = 0
+    while i < len(modules):
+        mod = modules[i]
+        if type(mod).__name__ != "Linear":
+            raise UnsupportedPolicy(f"layer {type(mod).__name__} at position {i} is not Linear")
+        act = _identity
+        if i + 1 < len(modules) and type(modules[i + 1]).__name__ != "Linear":
+            act = _activation(modules[i + 1])
+            i += 1
+        layers.append(_linear(mod, act))
+        i += 1
+    return tuple(layers)
+
+
+@dataclass(frozen=True, slots=True)
+class FastPolicy:
+    """A numpy actor: ``kind`` is ``"discrete"``, ``"gaussian"`` (PPO/A2C Box) or ``"squashed"`` (SAC)."""
+
+    kind: str
+    algorithm: str
+    obs_size: int
+    latent: tuple[Dense, ...]
+    head: Dense
+    log_std: np.ndarray | None = None  # gaussian: state-independent log std
+    log_std_head: Dense | None = None  # squashed: state-dependent log std
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    n_actions: int = 0
+
+    def forward(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Deterministic actions and confidences for observations ``[batch, obs_size]`` (or ``[obs_size]``).
+
+        Discrete -> int64 action indices ``[batch]``; Box -> float32 ``[batch, action_dim]``.
+        """
+        x = np.asarray(obs, dtype=np.float32)
+        x = x.reshape(1, -1) if x.ndim == 1 else x
+        if x.shape[1] != self.obs_size:
+            raise ValueError(f"observation has {x.shape[1]} values; the {self.algorithm} policy "
+                             f"expects {self.obs_size}")
+        for layer in self.latent:
+            x = layer(x)
+        out = self.head(x)
+        if self.kind == "discrete":
+            z = out - out.max(axis=1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(axis=1, keepdims=True)
+            return np.argmax(out, axis=1), discrete_confidence_batch(p)
+        if self.kind == "gaussian":
+            assert self.log_std is not None and self.low is not None and self.high is not None
+            conf = _gaussian_conf(out, np.exp(self.log_std))
+            return np.clip(out, self.low, self.high), conf
+        assert self.log_std_head is not None and self.low is not None and self.high is not None
+        std = np.exp(np.clip(self.log_std_head(x), LOG_STD_MIN, LOG_STD_MAX))
+        squashed = np.tanh(out)
+        action = self.low + 0.5 * (squashed + 1.0) * (self.high - self.low)
+        return action.astype(np.float32), _gaussian_conf(out, std)
+
+
+def _gaussian_conf(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    ratio = np.abs(mean.astype(np.float64)) / (np.maximum(std.astype(np.float64), 1e-30) * _SQRT2)
+    return np.asarray([[math.erf(v) for v in row] for row in ratio]).mean(axis=1)
+
+
+def _check_flatten(extractor: Any) -> None:
+    if type(extractor).__name__ != "FlattenExtractor":
+        raise UnsupportedPolicy(f"features extractor {type(extractor).__name__} has no numpy export")
+
+
+def _box_bounds(space: Any) -> tuple[np.ndarray, np.ndarray]:
+    return space.low.astype(np.float32).reshape(-1), space.high.astype(np.float32).reshape(-1)
+
+
+def export_policy(model: Any, algorithm: str | None = None) -> FastPolicy:
+    """Copy a loaded SB3 model's actor into a :class:`FastPolicy` (see the module docstring)."""
+    from gymnasium import spaces
+
+    algo = (algorithm or type(model).__name__).upper()
+    policy = model.policy
+    obs_space, act_space = policy.observation_space, policy.action_space
+    if not isinstance(obs_space, spaces.Box) or len(obs_space.shape) != 1:
+        raise UnsupportedPolicy(f"observation space {obs_space} is not a flat Box")
+    obs_size = int(obs_space.shape[0])
+    if getattr(policy, "use_sde", False):
+        raise UnsupportedPolicy("gSDE policies have no numpy export")
+    if algo in ("PPO", "A2C"):
+        return _export_actor_critic(policy, algo, obs_size, act_space)
+    if algo == "SAC":
+        actor = policy.actor
+        _check_flatten(actor.features_extractor)
+        low, high = _box_bounds(act_space)
+        return FastPolicy(kind="squashed", algorithm=algo, obs_size=obs_size, latent=_mlp(actor.latent_pi),
+                          head=_linear(actor.mu), log_std_head=_linear(actor.log_std), low=low, high=high)
+    raise UnsupportedPolicy(f"algorithm {algo} has no numpy export")
+
+
+def _export_actor_critic(policy: Any, algo: str, obs_size: int, act_space: Any) -> FastPolicy:
+    from gymnasium import spaces
+
+    _check_flatten(policy.pi_features_extractor)
+    latent = _mlp(policy.mlp_extractor.policy_net)
+    head = _linear(policy.action_net)
+    if isinstance(act_space, spaces.Discrete):
+        return FastPolicy(kind="discrete", algorithm=algo, obs_size=obs_size, latent=latent, head=head,
+                          n_actions=int(act_space.n))
+    if isinstance(act_space, spaces.Box):
+        if getattr(policy, "squash_output", False):
+            raise UnsupportedPolicy("squashed PPO/A2C outputs have no numpy export")
+        low, high = _box_bounds(act_space)
+        log_std = policy.log_std.detach().cpu().numpy().astype(np.float32)
+        return FastPolicy(kind="gaussian", algorithm=algo, obs_size=obs_size, latent=latent, head=head,
+                          log_std=log_std, low=low, high=high)
+    raise UnsupportedPolicy(f"action space {act_space} has no numpy export")
+
+
+def action_to_exposure(policy_kind: str, action: np.ndarray, action_values: Sequence[float] | None = None
+                       ) -> np.ndarray:
+    """Target exposures in [-1, 1] per row: discrete index -> ``action_values[index]``
+    (default ``linspace(-1, 1, n)``, the envs' discrete3/discrete5 tables); Box -> first dimension, clipped."""
+    if policy_kind == "discrete":
+        values = np.asarray(action_values, dtype=np.float64)
+        return values[np.asarray(action, dtype=np.int64).reshape(-1)]
+    a = np.asarray(action, dtype=np.float64)
+    a = a.reshape(a.shape[0], -1)[:, 0] if a.ndim > 1 else a.reshape(-1)
+    return np.clip(a, -1.0, 1.0)
+
+
+def default_action_values(n: int) -> tuple[float, ...]:
+    """``linspace(-1, 1, n)``: 3 -> (-1, 0, 1), 5 -> (-1, -0.5, 0, 0.5, 1).
+
+    >>> default_action_values(5)
+    (-1.0, -0.5, 0.0, 0.5, 1.0)
+    """
+    if n < 2:
+        raise ValueError(f"a discrete policy needs at least 2 actions, got {n}")
+    return tuple(float(v) for v in np.linspace(-1.0, 1.0, n))
