@@ -6,8 +6,9 @@ Both feeds are async iterators of :class:`Bar` (closed bars only, ascending per 
   close,volume`` CSV/CSV.gz, the format of ``data/``), merged by time, at ``speed`` x real
   time (``speed=0``: as fast as possible). The last bar of a 1m file may have been still
   forming when it was downloaded (data/README.md), so it is dropped by default.
-* :class:`BinanceFeed` (``l1_operational.binance_feed``) backfills with REST ``get_klines`` and
-  then follows the kline websocket, yielding a bar only when Binance marks it closed.
+* :class:`BinanceFeed` backfills with python-binance's REST ``get_klines`` and then follows the
+  kline websocket, yielding a bar only once Binance marks it closed. Its base URLs are
+  configurable, so tests point it at :mod:`l1_operational.binance_replay_server` on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from l2_tactical.errors import DataError
 
 INTERVALS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200, "4h": 14400,
              "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400}
+SOCKET_POLL_SECONDS = 0.25
 _NAME = re.compile(r"(?P<symbol>[A-Z0-9]+)[-_](?P<interval>\d+[mhd])")
 
 
@@ -87,7 +89,7 @@ def read_candle_arrays(path: str | Path, *, symbol: str | None = None, interval:
     expected = ["timestamp", "open", "high", "low", "close", "volume"]
     if [c.lower() for c in df.columns] != expected:
         raise DataError(f"header {list(df.columns)} != {expected}", file=str(path), line=1)
-    times = pd.to_datetime(df["timestamp"], utc=True, errors="coerce")
+    times = pd.to_datetime(df["timestamp"], utc=True, errors="coerce", format="ISO8601")
     bad = np.flatnonzero(times.isna().to_numpy() | df[expected[1:]].isna().any(axis=1).to_numpy())
     if bad.size:
         raise DataError("unparsable timestamp or empty price", file=str(path), row=int(bad[0]) + 1)
@@ -173,3 +175,129 @@ class ReplayFeed:
                 await asyncio.sleep(0)  # let other tasks (bus consumers) run even at full speed
             previous = bar.open_time
             yield bar
+
+
+# ------------------------------------------------------------------------ Binance
+
+
+def bar_from_kline(symbol: str, interval: str, row: Sequence[object]) -> Bar:
+    """A Binance REST kline array ``[t, o, h, l, c, v, T, ...]`` -> Bar."""
+    t, o, h, lo, c, v = row[:6]
+    return Bar(symbol=symbol, interval=interval, open_time=datetime.fromtimestamp(int(t) / 1000, tz=timezone.utc),  # type: ignore[call-overload]
+               open=float(o), high=float(h), low=float(lo), close=float(c), volume=float(v))  # type: ignore[arg-type]
+
+
+def bar_from_event(event: dict[str, object]) -> Bar | None:
+    """A kline websocket event -> Bar when the bar is closed (``"x": true``), else None."""
+    k = event.get("k")
+    if event.get("e") != "kline" or not isinstance(k, dict) or not k.get("x"):
+        return None
+    return bar_from_kline(str(k["s"]), str(k["i"]), [k["t"], k["o"], k["h"], k["l"], k["c"], k["v"]])
+
+
+class BinanceFeed:
+    """Closed bars from Binance through python-binance: REST backfill, then the kline websocket.
+
+    ``rest_url`` (e.g. ``http://127.0.0.1:8765``) and ``stream_url`` (``ws://127.0.0.1:8765/``)
+    replace python-binance's hosts; ``testnet=True`` uses Binance's spot testnet hosts. Market
+    data needs no API key. ``max_bars`` ends the iteration (tests, bounded runs).
+    """
+
+    def __init__(self, symbols: Sequence[str], interval: str = "1m", *, backfill: int = 0,
+                 rest_url: str | None = None, stream_url: str | None = None, testnet: bool = False,
+                 max_bars: int | None = None) -> None:
+        if interval not in INTERVALS:
+            raise ValueError(f"interval={interval!r}: not one of {sorted(INTERVALS)}")
+        if not 0 <= backfill <= 1000:
+            raise ValueError(f"backfill={backfill!r}: must be in [0, 1000] (one get_klines call)")
+        self.symbols, self.interval, self.backfill = [s.upper() for s in symbols], interval, backfill
+        self.rest_url, self.stream_url, self.testnet, self.max_bars = rest_url, stream_url, testnet, max_bars
+
+    async def _client(self) -> object:
+        from binance import AsyncClient
+
+        client = AsyncClient(testnet=self.testnet)
+        if self.rest_url:
+            client.API_URL = self.rest_url.rstrip("/") + "/api"
+        try:
+            await client.ping()
+        except Exception:
+            await client.close_connection()
+            raise
+        return client
+
+    def __aiter__(self) -> AsyncIterator[Bar]:
+        return self._run()
+
+    async def _run(self) -> AsyncIterator[Bar]:
+        from binance import BinanceSocketManager
+
+        client = await self._client()
+        last: dict[str, datetime] = {}
+        emitted = 0
+        try:
+            for bar in await self._backfill(client):
+                if self.max_bars is not None and emitted >= self.max_bars:
+                    return
+                last[bar.symbol] = bar.open_time
+                emitted += 1
+                yield bar
+            manager = BinanceSocketManager(client)  # type: ignore[arg-type]
+            if self.stream_url:
+                manager.STREAM_URL = self.stream_url
+            queue: asyncio.Queue[Bar | BaseException] = asyncio.Queue()
+            sockets = [manager.kline_socket(s, interval=self.interval) for s in self.symbols]
+            readers = []
+            try:
+                for socket in sockets:
+                    socket.TIMEOUT = SOCKET_POLL_SECONDS  # bounds how long a close waits for the read loop
+                    await socket.__aenter__()
+                    readers.append(asyncio.create_task(self._read(socket, queue)))
+                while self.max_bars is None or emitted < self.max_bars:
+                    item = await queue.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    if item.symbol in last and item.open_time <= last[item.symbol]:
+                        continue   # overlap with the backfill or a reconnect
+                    last[item.symbol] = item.open_time
+                    emitted += 1
+                    yield item
+            finally:
+                # Closing the socket ends its read loop, which makes a pending recv() raise; cancelling
+                # recv() alone is not reliable (python-binance 1.0.37 retries its queue wait).
+                for socket in sockets:
+                    await socket.__aexit__(None, None, None)
+                if readers:
+                    await asyncio.wait(readers, timeout=5 * SOCKET_POLL_SECONDS + 1)
+                for task in readers:
+                    task.cancel()
+        finally:
+            await client.close_connection()  # type: ignore[attr-defined]
+
+    async def _backfill(self, client: object) -> list[Bar]:
+        if not self.backfill:
+            return []
+        now_ms = int((await client.get_server_time())["serverTime"])  # type: ignore[attr-defined]
+        out: list[Bar] = []
+        for symbol in self.symbols:
+            rows = await client.get_klines(symbol=symbol, interval=self.interval,  # type: ignore[attr-defined]
+                                           limit=self.backfill + 1)
+            closed = [r for r in rows if int(r[6]) < now_ms]          # drop the bar in progress
+            out += [bar_from_kline(symbol, self.interval, r) for r in closed[-self.backfill:]]
+        return sorted(out, key=lambda b: (b.open_time, self.symbols.index(b.symbol)))
+
+    async def _read(self, socket: object, queue: asyncio.Queue[Bar | BaseException]) -> None:
+        from l2_tactical.errors import TransientError
+
+        try:
+            while True:
+                event = await socket.recv()  # type: ignore[attr-defined]
+                if event.get("e") == "error":
+                    raise TransientError(f"kline websocket: {event.get('type')}: {event.get('m')}")
+                bar = bar_from_event(event)
+                if bar is not None:
+                    await queue.put(bar)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # handed to the consumer, which raises it
+            await queue.put(exc)
