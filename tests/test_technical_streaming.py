@@ -1,4 +1,8 @@
-"""Streaming indicators reproduce TA-Lib's batch output on every bar of real data."""
+"""Streaming indicators reproduce TA-Lib's batch output on every bar of real data.
+
+Tolerance: relative 1e-9, absolute 1e-9 (indicator units, e.g. 0..100 for the
+stochastic, whose TA-Lib running SMA leaves ~1e-12 residues where the value is 0).
+"""
 
 from __future__ import annotations
 
@@ -90,7 +94,7 @@ def test_streaming_indicator_equals_talib_on_every_real_bar(case: str, name: str
     for k, want in enumerate(reference(*bars)):
         np.testing.assert_array_equal(np.isnan(got[:, k]), np.isnan(want), err_msg=f"{case}.{outputs[k]} warm-up")
         ok = ~np.isnan(want)
-        np.testing.assert_allclose(got[ok, k], want[ok], rtol=1e-9, atol=1e-12, err_msg=f"{case}.{outputs[k]}")
+        np.testing.assert_allclose(got[ok, k], want[ok], rtol=1e-9, atol=1e-9, err_msg=f"{case}.{outputs[k]}")
 
 
 def test_streaming_indicators_stay_finite_and_match_talib_on_flat_zero_volume_bars() -> None:
