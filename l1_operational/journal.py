@@ -33,7 +33,7 @@ ORDER_STATUSES = ("accepted", "filled", "rejected")
 
 
 def _tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
-    text, dbl = sa.String(200), sa.Double()
+    text, dbl = sa.String(200), sa.Double[float]()
     orders = sa.Table(
         "l1_orders", metadata,
         sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),

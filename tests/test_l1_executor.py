@@ -171,3 +171,16 @@ def test_executor_restart_rebuilds_identical_portfolio_and_replays_nothing_twice
         again.on_bar(b)
         again.on_bar(e)
     assert len(again.journal.fills()) == n_fills and again.portfolio.snapshot() == before
+
+
+def test_executor_rejects_undecodable_payloads_by_reason_or_refuses_them(tmp_path):
+    decided = bar_at(BTC_1H, "2020-03-12T08:00:00Z")
+    ex = make_executor(tmp_path, "2020-03-12T09:00:00Z")
+    good = intent_after(decided, qty=0.01).to_dict()
+    bad_stop = ex.submit_payload({**good, "stop_loss": decided.close * 1.02})
+    assert bad_stop.status is ExecutionStatus.REJECTED and bad_stop.reason_code is ReasonCode.INCOHERENT_STOP
+    assert bad_stop.order_id == good["order_id"]
+    assert ex.submit_payload({**good, "qty": 0}).reason_code is ReasonCode.INVALID_QTY
+    with pytest.raises(ValueError, match="undecodable"):
+        ex.submit_payload(b"\x00 not an order")
+    assert ex.submit_payload(good) is None        # the well-formed one is accepted
