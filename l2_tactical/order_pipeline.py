@@ -85,8 +85,14 @@ class Bars:
     def from_frame(cls, frame: Any, timeframe: str) -> Bars:
         """From a candles frame (UTC DatetimeIndex, float columns open/high/low/close)."""
         ts = np.asarray(frame.index.as_unit("ns").asi8, dtype=np.int64)
-        return cls(timeframe=timeframe, timestamps=ts, open=frame["open"].to_numpy(),
-                   high=frame["high"].to_numpy(), low=frame["low"].to_numpy(), close=frame["close"].to_numpy())
+        return cls(
+            timeframe=timeframe,
+            timestamps=ts,
+            open=frame["open"].to_numpy(),
+            high=frame["high"].to_numpy(),
+            low=frame["low"].to_numpy(),
+            close=frame["close"].to_numpy(),
+        )
 
 
 @dataclasses.dataclass(**_FROZEN)
@@ -120,31 +126,55 @@ def measure(bars: Bars | None, atr_period: int) -> _Measures:
         return _Measures()
     a = atr_series(bars.high, bars.low, bars.close, atr_period) if len(bars.close) > atr_period else None
     sigma = bar_volatility(bars.close)
-    return _Measures(atr=float(a[-1]) if a is not None else math.nan,
-                     prev_atr=float(a[-2]) if a is not None else math.nan,
-                     bar_range=float(bars.high[-1] - bars.low[-1]), sigma=sigma,
-                     annual_vol=sigma * math.sqrt(bars_per_year(bars.timeframe)))
+    return _Measures(
+        atr=float(a[-1]) if a is not None else math.nan,
+        prev_atr=float(a[-2]) if a is not None else math.nan,
+        bar_range=float(bars.high[-1] - bars.low[-1]),
+        sigma=sigma,
+        annual_vol=sigma * math.sqrt(bars_per_year(bars.timeframe)),
+    )
 
 
 def aligned_correlation(a: Bars, b: Bars, window: int) -> float:
     """Return correlation over the last ``window`` returns on the timestamps both have."""
-    ta, tb = a.timestamps[-(window + 1):], b.timestamps[-(window + 1):]
+    ta, tb = a.timestamps[-(window + 1) :], b.timestamps[-(window + 1) :]
     common, ia, ib = np.intersect1d(ta, tb, assume_unique=True, return_indices=True)
     if common.shape[0] < 3:
         return math.nan
-    return return_correlation(a.close[-(window + 1):][ia], b.close[-(window + 1):][ib], window)
+    return return_correlation(a.close[-(window + 1) :][ia], b.close[-(window + 1) :][ib], window)
 
 
-def _no_order(reason: ReasonCode, alerts: tuple[RiskAlert, ...] = (),
-              size: PositionSize | None = None) -> OrderDecision:
+def _no_order(
+    reason: ReasonCode, alerts: tuple[RiskAlert, ...] = (), size: PositionSize | None = None
+) -> OrderDecision:
     return OrderDecision(order=None, reason=reason, alerts=alerts, size=size)
 
 
-def _intent(signal: TacticalSignal, side: Side, qty: float, stop: float, tp: float | None, *, reduce_only: bool,
-            now: Any, reasoning: str) -> OrderIntent:
-    return OrderIntent(signal_id=signal.signal_id, symbol=signal.symbol, side=side, qty=qty, price=signal.price,
-                       stop_loss=stop, take_profit=tp, confidence=signal.confidence, reasoning=reasoning,
-                       reduce_only=reduce_only, timestamp=now, expires_at=signal.expires_at)
+def _intent(
+    signal: TacticalSignal,
+    side: Side,
+    qty: float,
+    stop: float,
+    tp: float | None,
+    *,
+    reduce_only: bool,
+    now: Any,
+    reasoning: str,
+) -> OrderIntent:
+    return OrderIntent(
+        signal_id=signal.signal_id,
+        symbol=signal.symbol,
+        side=side,
+        qty=qty,
+        price=signal.price,
+        stop_loss=stop,
+        take_profit=tp,
+        confidence=signal.confidence,
+        reasoning=reasoning,
+        reduce_only=reduce_only,
+        timestamp=now,
+        expires_at=signal.expires_at,
+    )
 
 
 def _metadata_level(signal: TacticalSignal, key: str) -> float | None:
@@ -158,9 +188,16 @@ def _exit_order(signal: TacticalSignal, state: RiskState, config: Any, now: Any)
     side = Side.SELL if pos.qty > 0 else Side.BUY
     stop = fixed_stop(signal.price, -pos.side, config.risk.default_stop_pct)
     limits = config.symbols[signal.symbol]
-    decision = check_order(ProposedOrder(symbol=signal.symbol, side=side, qty=abs(pos.qty), price=signal.price,
-                                         stop_loss=stop, reduce_only=True),
-                           state, risk=config.risk, sizing=config.position_sizing, limits=limits, now=now)
+    decision = check_order(
+        ProposedOrder(
+            symbol=signal.symbol, side=side, qty=abs(pos.qty), price=signal.price, stop_loss=stop, reduce_only=True
+        ),
+        state,
+        risk=config.risk,
+        sizing=config.position_sizing,
+        limits=limits,
+        now=now,
+    )
     if not decision.approved or stop is None:
         return _no_order(decision.reason, decision.alerts)
     why = f"{signal.direction.value} from {signal.source.value}: close {pos.qty:g} {signal.symbol} (reduce-only)"
@@ -168,13 +205,21 @@ def _exit_order(signal: TacticalSignal, state: RiskState, config: Any, now: Any)
     return OrderDecision(order=order, reason=ReasonCode.OK, alerts=decision.alerts)
 
 
-def _entry_stop(signal: TacticalSignal, side: int, m: _Measures, market: MarketState,
-                risk: Any) -> tuple[float | None, float | None]:
+def _entry_stop(
+    signal: TacticalSignal, side: int, m: _Measures, market: MarketState, risk: Any
+) -> tuple[float | None, float | None]:
     """Stop (the signal's own ``metadata["stop_loss"]`` or ``risk.stop_method``) and take-profit."""
     stop = _metadata_level(signal, "stop_loss")
     if stop is None:
-        stop = initial_stop(risk.stop_method, signal.price, side, risk, atr=m.atr, sigma=m.sigma,
-                            levels=market.levels.get(signal.symbol, ()))
+        stop = initial_stop(
+            risk.stop_method,
+            signal.price,
+            side,
+            risk,
+            atr=m.atr,
+            sigma=m.sigma,
+            levels=market.levels.get(signal.symbol, ()),
+        )
     if stop is None or not math.isfinite(stop):
         return stop, None
     tp = _metadata_level(signal, "take_profit") or take_profit(signal.price, stop, risk.take_profit_r)
@@ -183,8 +228,9 @@ def _entry_stop(signal: TacticalSignal, side: int, m: _Measures, market: MarketS
     return stop, tp
 
 
-def _others(signal: TacticalSignal, side: int, state: RiskState, market: MarketState,
-            window: int) -> tuple[dict[str, float], list[float]]:
+def _others(
+    signal: TacticalSignal, side: int, state: RiskState, market: MarketState, window: int
+) -> tuple[dict[str, float], list[float]]:
     """Direction-signed correlations with, and annualised vols of, the other open positions."""
     mine = market.bars.get(signal.symbol)
     corrs: dict[str, float] = {}
@@ -199,8 +245,9 @@ def _others(signal: TacticalSignal, side: int, state: RiskState, market: MarketS
     return corrs, vols
 
 
-def _entry_order(signal: TacticalSignal, side: int, state: RiskState, market: MarketState, config: Any,
-                 now: Any) -> OrderDecision:
+def _entry_order(
+    signal: TacticalSignal, side: int, state: RiskState, market: MarketState, config: Any, now: Any
+) -> OrderDecision:
     risk, sizing, limits = config.risk, config.position_sizing, config.symbols[signal.symbol]
     m = measure(market.bars.get(signal.symbol), config.technical.atr_period)
     order_side = Side.BUY if side > 0 else Side.SELL
@@ -209,30 +256,60 @@ def _entry_order(signal: TacticalSignal, side: int, state: RiskState, market: Ma
     if stop is None or stop_code is not ReasonCode.OK:
         return _no_order(stop_code)
     corrs, vols = _others(signal, side, state, market, sizing.correlation_window)
-    size = size_position(SizingInputs(symbol=signal.symbol, price=signal.price, stop_loss=stop, take_profit=tp,
-                                      equity=state.equity, win_probability=win_probability(signal),
-                                      volatility=m.annual_vol, other_volatilities=tuple(vols),
-                                      correlations=tuple(corrs.values()), other_risk=state.open_risk(signal.symbol)),
-                         sizing, risk, limits)
+    size = size_position(
+        SizingInputs(
+            symbol=signal.symbol,
+            price=signal.price,
+            stop_loss=stop,
+            take_profit=tp,
+            equity=state.equity,
+            win_probability=win_probability(signal),
+            volatility=m.annual_vol,
+            other_volatilities=tuple(vols),
+            correlations=tuple(corrs.values()),
+            other_risk=state.open_risk(signal.symbol),
+        ),
+        sizing,
+        risk,
+        limits,
+    )
     pos = state.positions.get(signal.symbol)
     held = abs(pos.qty) if pos is not None else 0.0
     qty = max(size.qty - held, 0.0)
     if qty <= 0:
         return _no_order(ReasonCode.SIZE_ZERO, size=size)
     proposed = ProposedOrder(symbol=signal.symbol, side=order_side, qty=qty, price=signal.price, stop_loss=stop)
-    decision = check_order(proposed, state, risk=risk, sizing=sizing, limits=limits, now=now, correlations=corrs,
-                           bar_range=m.bar_range, atr=m.prev_atr)
+    decision = check_order(
+        proposed,
+        state,
+        risk=risk,
+        sizing=sizing,
+        limits=limits,
+        now=now,
+        correlations=corrs,
+        bar_range=m.bar_range,
+        atr=m.prev_atr,
+    )
     if not decision.approved:
         return _no_order(decision.reason, decision.alerts, size)
-    why = (f"{signal.direction.value} from {signal.source.value} (strength {signal.strength:.2f}, confidence "
-           f"{signal.confidence:.2f}); size {size.method} {size.notional:.2f}; stop {stop:.8g}; "
-           f"risk {decision.reason.value}")
+    why = (
+        f"{signal.direction.value} from {signal.source.value} (strength {signal.strength:.2f}, confidence "
+        f"{signal.confidence:.2f}); size {size.method} {size.notional:.2f}; stop {stop:.8g}; "
+        f"risk {decision.reason.value}"
+    )
     order = _intent(signal, order_side, decision.qty, stop, tp, reduce_only=False, now=now, reasoning=why)
     return OrderDecision(order=order, reason=decision.reason, alerts=decision.alerts, size=size)
 
 
-def build_order(signal: TacticalSignal, state: RiskState, market: MarketState, config: Any, clock: Clock, *,
-                allow_short: bool = False) -> OrderDecision:
+def build_order(
+    signal: TacticalSignal,
+    state: RiskState,
+    market: MarketState,
+    config: Any,
+    clock: Clock,
+    *,
+    allow_short: bool = False,
+) -> OrderDecision:
     """Turn one signal into at most one OrderIntent (``config`` is an ``L2Config``).
 
     ``allow_short`` (margin) lets a SHORT with nothing open open a short position.
@@ -246,7 +323,8 @@ def build_order(signal: TacticalSignal, state: RiskState, market: MarketState, c
     d = signal.direction
     held = 0 if pos is None else pos.side
     if (held > 0 and d in (SignalDirection.SHORT, SignalDirection.CLOSE_LONG)) or (
-            held < 0 and d in (SignalDirection.LONG, SignalDirection.CLOSE_SHORT)):
+        held < 0 and d in (SignalDirection.LONG, SignalDirection.CLOSE_SHORT)
+    ):
         return _exit_order(signal, state, config, now)
     if d is SignalDirection.LONG or (d is SignalDirection.SHORT and allow_short):
         return _entry_order(signal, d.sign, state, market, config, now)

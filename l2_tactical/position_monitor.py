@@ -87,10 +87,19 @@ class Position:
         return self.qty * (p - self.entry_price)
 
 
-def open_position(symbol: str, qty: float, price: float, *, stop_loss: float, opened_at: datetime,
-                  take_profit: float | None = None) -> Position:
-    return Position(symbol=symbol, qty=qty, entry_price=price, stop_loss=stop_loss, initial_stop=stop_loss,
-                    take_profit=take_profit, opened_at=opened_at, last_price=price)
+def open_position(
+    symbol: str, qty: float, price: float, *, stop_loss: float, opened_at: datetime, take_profit: float | None = None
+) -> Position:
+    return Position(
+        symbol=symbol,
+        qty=qty,
+        entry_price=price,
+        stop_loss=stop_loss,
+        initial_stop=stop_loss,
+        take_profit=take_profit,
+        opened_at=opened_at,
+        last_price=price,
+    )
 
 
 def add_to_position(position: Position, qty: float, price: float) -> Position | None:
@@ -113,12 +122,14 @@ def track_excursions(position: Position, bar: Bar) -> Position:
         adverse, favourable = position.entry_price - bar.low, bar.high - position.entry_price
     else:
         adverse, favourable = bar.high - position.entry_price, position.entry_price - bar.low
-    return dataclasses.replace(position, mae=max(position.mae, adverse, 0.0),
-                               mfe=max(position.mfe, favourable, 0.0), last_price=bar.close)
+    return dataclasses.replace(
+        position, mae=max(position.mae, adverse, 0.0), mfe=max(position.mfe, favourable, 0.0), last_price=bar.close
+    )
 
 
-def monitor_position(position: Position, bar: Bar, risk: Any, *,
-                     atr: float | None = None) -> tuple[Position, tuple[float, ReasonCode] | None]:
+def monitor_position(
+    position: Position, bar: Bar, risk: Any, *, atr: float | None = None
+) -> tuple[Position, tuple[float, ReasonCode] | None]:
     """One closed bar of a position: exit check against the stop *before* the bar, then
     excursions and the new (trailed) stop. Returns ``(position, exit)`` where ``exit`` is
     ``(level, STOP_LOSS_HIT | TAKE_PROFIT_HIT)`` when the bar left the position."""

@@ -236,8 +236,15 @@ def _json_number(x: float) -> float | None:
 
 def _zero(inputs: SizingInputs, method: str, why: str) -> PositionSize:
     stop = inputs.stop_loss if math.isfinite(inputs.stop_loss) and inputs.stop_loss > 0 else None
-    return PositionSize(symbol=inputs.symbol, qty=0.0, notional=0.0, risk_amount=0.0, method=method,
-                        stop_loss=stop, details={"zero_because": why})
+    return PositionSize(
+        symbol=inputs.symbol,
+        qty=0.0,
+        notional=0.0,
+        risk_amount=0.0,
+        method=method,
+        stop_loss=stop,
+        details={"zero_because": why},
+    )
 
 
 def size_components(inputs: SizingInputs, sizing: Any, risk: Any) -> dict[str, float]:
@@ -295,8 +302,9 @@ def size_position(inputs: SizingInputs, sizing: Any, risk: Any, limits: Any) -> 
     capped_by = [k for k, v in caps.items() if v < notional]
     notional = max(0.0, min(notional, *caps.values()))
     qty = float(round_to_step(notional / p, limits.lot_step))
-    filt = check_filters(qty, p, min_qty=limits.min_qty, min_notional=limits.min_notional,
-                         max_notional=limits.max_notional)
+    filt = check_filters(
+        qty, p, min_qty=limits.min_qty, min_notional=limits.min_notional, max_notional=limits.max_notional
+    )
     if filt is not ReasonCode.OK:
         qty = 0.0
     details = {
@@ -305,5 +313,12 @@ def size_position(inputs: SizingInputs, sizing: Any, risk: Any, limits: Any) -> 
         "capped_by": capped_by,
         "filter": filt.value,
     }
-    return PositionSize(symbol=inputs.symbol, qty=qty, notional=qty * p, risk_amount=qty * abs(p - stop),
-                        method=method, stop_loss=stop, details=details)
+    return PositionSize(
+        symbol=inputs.symbol,
+        qty=qty,
+        notional=qty * p,
+        risk_amount=qty * abs(p - stop),
+        method=method,
+        stop_loss=stop,
+        details=details,
+    )

@@ -86,10 +86,19 @@ def new_risk_state(equity: float, now: datetime) -> RiskState:
     return RiskState(equity=equity, peak_equity=equity, day_start_equity=equity, day=now.date())
 
 
-def _alert(severity: AlertSeverity, code: ReasonCode, message: str, now: datetime, *, symbol: str = "",
-           value: float | None = None, limit: float | None = None) -> RiskAlert:
-    return RiskAlert(severity=severity, code=code, message=message, timestamp=now, symbol=symbol,
-                     value=value, limit=limit)
+def _alert(
+    severity: AlertSeverity,
+    code: ReasonCode,
+    message: str,
+    now: datetime,
+    *,
+    symbol: str = "",
+    value: float | None = None,
+    limit: float | None = None,
+) -> RiskAlert:
+    return RiskAlert(
+        severity=severity, code=code, message=message, timestamp=now, symbol=symbol, value=value, limit=limit
+    )
 
 
 def _next_trading_state(state: RiskState, risk: Any) -> TradingState:
@@ -99,8 +108,9 @@ def _next_trading_state(state: RiskState, risk: Any) -> TradingState:
     return TradingState.REDUCING if dd >= risk.drawdown_reduce - _EPS else TradingState.ACTIVE
 
 
-def mark_to_market(state: RiskState, equity: float, now: datetime,
-                   risk: Any) -> tuple[RiskState, tuple[RiskAlert, ...]]:
+def mark_to_market(
+    state: RiskState, equity: float, now: datetime, risk: Any
+) -> tuple[RiskState, tuple[RiskAlert, ...]]:
     """The state with a new equity reading at ``now`` (UTC day rollover, drawdown, daily loss)."""
     if not math.isfinite(equity):
         raise ValueError(f"equity={equity!r}: must be a finite number")
@@ -114,14 +124,28 @@ def mark_to_market(state: RiskState, equity: float, now: datetime,
         code = ReasonCode.DRAWDOWN_KILL_SWITCH if new_trading is TradingState.HALTED else ReasonCode.NOT_ACTIVE
         sev = {TradingState.HALTED: AlertSeverity.CRITICAL, TradingState.REDUCING: AlertSeverity.WARNING}
         limit = risk.drawdown_halt if new_trading is TradingState.HALTED else risk.drawdown_reduce
-        alerts.append(_alert(sev.get(new_trading, AlertSeverity.INFO), code,
-                             f"trading {s.trading_state.value} -> {new_trading.value} at drawdown {s.drawdown:.2%}",
-                             now, value=s.drawdown, limit=limit))
+        alerts.append(
+            _alert(
+                sev.get(new_trading, AlertSeverity.INFO),
+                code,
+                f"trading {s.trading_state.value} -> {new_trading.value} at drawdown {s.drawdown:.2%}",
+                now,
+                value=s.drawdown,
+                limit=limit,
+            )
+        )
         s = dataclasses.replace(s, trading_state=new_trading)
     if not s.daily_loss_hit and s.daily_loss >= risk.daily_loss_limit - _EPS:
-        alerts.append(_alert(AlertSeverity.CRITICAL, ReasonCode.DAILY_LOSS_LIMIT,
-                             f"daily loss {s.daily_loss:.2%} reached the limit; no new risk until the next UTC day",
-                             now, value=s.daily_loss, limit=risk.daily_loss_limit))
+        alerts.append(
+            _alert(
+                AlertSeverity.CRITICAL,
+                ReasonCode.DAILY_LOSS_LIMIT,
+                f"daily loss {s.daily_loss:.2%} reached the limit; no new risk until the next UTC day",
+                now,
+                value=s.daily_loss,
+                limit=risk.daily_loss_limit,
+            )
+        )
         s = dataclasses.replace(s, daily_loss_hit=True)
     return s, tuple(alerts)
 
@@ -136,16 +160,25 @@ def record_order(state: RiskState, *, reduce_only: bool) -> RiskState:
     return state if reduce_only else dataclasses.replace(state, trades_today=state.trades_today + 1)
 
 
-def apply_fill(state: RiskState, symbol: str, signed_qty: float, price: float, *, now: datetime,
-               stop_loss: float | None = None, take_profit: float | None = None) -> RiskState:
+def apply_fill(
+    state: RiskState,
+    symbol: str,
+    signed_qty: float,
+    price: float,
+    *,
+    now: datetime,
+    stop_loss: float | None = None,
+    take_profit: float | None = None,
+) -> RiskState:
     """Positions after a fill (opening a position needs its stop)."""
     positions = dict(state.positions)
     current = positions.get(symbol)
     if current is None:
         if stop_loss is None:
             raise ValueError(f"apply_fill({symbol}): opening a position needs a stop_loss")
-        positions[symbol] = open_position(symbol, signed_qty, price, stop_loss=stop_loss,
-                                          take_profit=take_profit, opened_at=now)
+        positions[symbol] = open_position(
+            symbol, signed_qty, price, stop_loss=stop_loss, take_profit=take_profit, opened_at=now
+        )
     else:
         after = add_to_position(current, signed_qty, price)
         if after is None:
@@ -166,10 +199,17 @@ def replace_position(state: RiskState, symbol: str, position: Position | None) -
 
 def risk_metrics(state: RiskState, now: datetime) -> RiskMetrics:
     eq = max(state.equity, 1e-12)
-    return RiskMetrics(timestamp=now, equity=max(state.equity, 0.0), exposure=state.gross_exposure() / eq,
-                       portfolio_heat=state.open_risk() / eq, daily_pnl=state.equity - state.day_start_equity,
-                       drawdown=state.drawdown, open_positions=len(state.positions),
-                       trades_today=state.trades_today, trading_state=state.trading_state)
+    return RiskMetrics(
+        timestamp=now,
+        equity=max(state.equity, 0.0),
+        exposure=state.gross_exposure() / eq,
+        portfolio_heat=state.open_risk() / eq,
+        daily_pnl=state.equity - state.day_start_equity,
+        drawdown=state.drawdown,
+        open_positions=len(state.positions),
+        trades_today=state.trades_today,
+        trading_state=state.trading_state,
+    )
 
 
 # -------------------------------------------------------------- pre-trade checks
@@ -246,8 +286,16 @@ def check_correlation(correlations: Mapping[str, float], max_correlation: float)
 def max_position_notional(equity: float, price: float, sizing: Any, limits: Any) -> float:
     """Largest allowed position value: ``max_position_pct`` of equity, ``max_position_size``, and
     the symbol's ``max_notional``, ``max_qty`` and ``max_exposure`` of equity."""
-    return max(0.0, min(sizing.max_position_pct * equity, sizing.max_position_size, limits.max_notional,
-                        limits.max_qty * price, limits.max_exposure * equity))
+    return max(
+        0.0,
+        min(
+            sizing.max_position_pct * equity,
+            sizing.max_position_size,
+            limits.max_notional,
+            limits.max_qty * price,
+            limits.max_exposure * equity,
+        ),
+    )
 
 
 def cap_quantity(qty: float, price: float, headroom: float) -> float:
@@ -255,19 +303,22 @@ def cap_quantity(qty: float, price: float, headroom: float) -> float:
     return max(0.0, min(qty, headroom / price))
 
 
-def _deny(reason: ReasonCode, order: ProposedOrder, now: datetime, severity: AlertSeverity,
-          message: str) -> RiskDecision:
-    return RiskDecision(qty=0.0, reason=reason,
-                        alerts=(_alert(severity, reason, message, now, symbol=order.symbol),))
+def _deny(
+    reason: ReasonCode, order: ProposedOrder, now: datetime, severity: AlertSeverity, message: str
+) -> RiskDecision:
+    return RiskDecision(qty=0.0, reason=reason, alerts=(_alert(severity, reason, message, now, symbol=order.symbol),))
 
 
-def _gates(order: ProposedOrder, state: RiskState, risk: Any, correlations: Mapping[str, float],
-           bar_range: float, atr: float) -> ReasonCode:
-    for code in (check_trading_state(state),
-                 check_volatility_spike(bar_range, atr, risk.volatility_spike_multiple),
-                 check_concurrent_positions(state, order.symbol, risk.max_concurrent_positions),
-                 check_daily_trades(state, risk.max_daily_trades),
-                 check_correlation(correlations, risk.max_correlation)):
+def _gates(
+    order: ProposedOrder, state: RiskState, risk: Any, correlations: Mapping[str, float], bar_range: float, atr: float
+) -> ReasonCode:
+    for code in (
+        check_trading_state(state),
+        check_volatility_spike(bar_range, atr, risk.volatility_spike_multiple),
+        check_concurrent_positions(state, order.symbol, risk.max_concurrent_positions),
+        check_daily_trades(state, risk.max_daily_trades),
+        check_correlation(correlations, risk.max_correlation),
+    ):
         if code is not ReasonCode.OK:
             return code
     return ReasonCode.OK
@@ -288,9 +339,18 @@ def _shrink(order: ProposedOrder, state: RiskState, risk: Any, sizing: Any, limi
     return qty, reason
 
 
-def check_order(order: ProposedOrder, state: RiskState, *, risk: Any, sizing: Any, limits: Any, now: datetime,
-                correlations: Mapping[str, float] | None = None, bar_range: float = math.nan,
-                atr: float = math.nan) -> RiskDecision:
+def check_order(
+    order: ProposedOrder,
+    state: RiskState,
+    *,
+    risk: Any,
+    sizing: Any,
+    limits: Any,
+    now: datetime,
+    correlations: Mapping[str, float] | None = None,
+    bar_range: float = math.nan,
+    atr: float = math.nan,
+) -> RiskDecision:
     """All pre-trade checks for one order.
 
     Every order needs a coherent stop. A ``reduce_only`` order then always passes,
@@ -314,17 +374,31 @@ def check_order(order: ProposedOrder, state: RiskState, *, risk: Any, sizing: An
         return _deny(gate, order, now, sev, f"risk-increasing {order.side.value} denied: {gate.value}")
     qty, reason = _shrink(order, state, risk, sizing, limits)
     qty = float(round_to_step(qty, limits.lot_step))
-    ok = check_filters(qty, order.price, min_qty=limits.min_qty, min_notional=limits.min_notional,
-                       max_notional=limits.max_notional) is ReasonCode.OK
+    ok = (
+        check_filters(
+            qty, order.price, min_qty=limits.min_qty, min_notional=limits.min_notional, max_notional=limits.max_notional
+        )
+        is ReasonCode.OK
+    )
     if not ok:
-        return _deny(reason if reason is not ReasonCode.OK else ReasonCode.SIZE_ZERO, order, now,
-                     AlertSeverity.INFO, f"order too small after risk limits ({qty} @ {order.price})")
+        return _deny(
+            reason if reason is not ReasonCode.OK else ReasonCode.SIZE_ZERO,
+            order,
+            now,
+            AlertSeverity.INFO,
+            f"order too small after risk limits ({qty} @ {order.price})",
+        )
     if reason is not ReasonCode.OK:
         msg = f"order shrunk from {order.qty} to {qty} by {reason.value}"
-        return RiskDecision(qty=qty, reason=reason,
-                            alerts=(_alert(AlertSeverity.INFO, reason, msg, now, symbol=order.symbol),))
+        return RiskDecision(
+            qty=qty, reason=reason, alerts=(_alert(AlertSeverity.INFO, reason, msg, now, symbol=order.symbol),)
+        )
     return RiskDecision(qty=qty, reason=ReasonCode.OK)
 
 
-_STATE_CODES = (ReasonCode.DRAWDOWN_KILL_SWITCH, ReasonCode.NOT_ACTIVE, ReasonCode.DAILY_LOSS_LIMIT,
-                ReasonCode.VOLATILITY_PAUSE)
+_STATE_CODES = (
+    ReasonCode.DRAWDOWN_KILL_SWITCH,
+    ReasonCode.NOT_ACTIVE,
+    ReasonCode.DAILY_LOSS_LIMIT,
+    ReasonCode.VOLATILITY_PAUSE,
+)

@@ -92,8 +92,7 @@ def volatility_stop(entry: float, side: int, *, sigma: float, multiplier: float)
     return _coherent(entry, side, entry * math.exp(-side * multiplier * sigma))
 
 
-def support_resistance_stop(entry: float, side: int, levels: Sequence[float], *,
-                            buffer_pct: float) -> float | None:
+def support_resistance_stop(entry: float, side: int, levels: Sequence[float], *, buffer_pct: float) -> float | None:
     """Just beyond the nearest support below (long) or resistance above (short) the entry.
 
     >>> support_resistance_stop(100.0, 1, [90.0, 97.0, 105.0], buffer_pct=0.01)
@@ -111,8 +110,16 @@ def support_resistance_stop(entry: float, side: int, levels: Sequence[float], *,
     return _coherent(entry, side, min(above) * (1.0 + buffer_pct)) if above else None
 
 
-def initial_stop(method: str, entry: float, side: int, risk: Any, *, atr: float | None = None,
-                 sigma: float | None = None, levels: Sequence[float] = ()) -> float | None:
+def initial_stop(
+    method: str,
+    entry: float,
+    side: int,
+    risk: Any,
+    *,
+    atr: float | None = None,
+    sigma: float | None = None,
+    levels: Sequence[float] = (),
+) -> float | None:
     """The stop of a new position by ``risk.stop_method`` (``risk`` is ``L2Config.risk``).
 
     The support/resistance buffer is ``risk.default_stop_pct / 4`` beyond the level.
@@ -122,8 +129,9 @@ def initial_stop(method: str, entry: float, side: int, risk: Any, *, atr: float 
     if method == "atr":
         return atr_stop(entry, side, atr=atr if atr is not None else math.nan, multiplier=risk.atr_multiplier)
     if method == "volatility":
-        return volatility_stop(entry, side, sigma=sigma if sigma is not None else math.nan,
-                               multiplier=risk.atr_multiplier)
+        return volatility_stop(
+            entry, side, sigma=sigma if sigma is not None else math.nan, multiplier=risk.atr_multiplier
+        )
     if method == "support_resistance":
         return support_resistance_stop(entry, side, levels, buffer_pct=risk.default_stop_pct / 4)
     raise ValueError(f"stop method {method!r}: must be one of {', '.join(STOP_METHODS)}")

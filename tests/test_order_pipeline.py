@@ -38,7 +38,7 @@ def market(last_bar: str, n: int = 800, symbols: tuple[str, ...] = ("BTCUSDT", "
     for sym in symbols:
         df = candles(sym)
         end = df.index.get_loc(pd.Timestamp(last_bar, tz="UTC")) + 1
-        out[sym] = Bars.from_frame(df.iloc[end - n:end], "1h")
+        out[sym] = Bars.from_frame(df.iloc[end - n : end], "1h")
     return MarketState(bars=out)
 
 
@@ -46,22 +46,33 @@ def at_close(last_bar: str) -> SimulatedClock:
     return SimulatedClock((pd.Timestamp(last_bar, tz="UTC") + pd.Timedelta(hours=1)).to_pydatetime())
 
 
-def sig(last_bar: str, direction: SignalDirection = SignalDirection.LONG, symbol: str = "BTCUSDT",
-        **metadata: Any) -> TacticalSignal:
+def sig(
+    last_bar: str, direction: SignalDirection = SignalDirection.LONG, symbol: str = "BTCUSDT", **metadata: Any
+) -> TacticalSignal:
     price = float(candles(symbol).loc[pd.Timestamp(last_bar, tz="UTC"), "close"])
-    return TacticalSignal(symbol=symbol, direction=direction, strength=0.8, confidence=0.7, price=price,
-                          source=SignalSource.COMPOSITE, timestamp=at_close(last_bar).now(), metadata=metadata)
+    return TacticalSignal(
+        symbol=symbol,
+        direction=direction,
+        strength=0.8,
+        confidence=0.7,
+        price=price,
+        source=SignalSource.COMPOSITE,
+        timestamp=at_close(last_bar).now(),
+        metadata=metadata,
+    )
 
 
-def run(signal: TacticalSignal, state: RiskState | None = None, cfg: L2Config = CFG, last_bar: str = CALM,
-        **kw: Any) -> OrderDecision:
+def run(
+    signal: TacticalSignal, state: RiskState | None = None, cfg: L2Config = CFG, last_bar: str = CALM, **kw: Any
+) -> OrderDecision:
     clock = at_close(last_bar)
     state = state or new_risk_state(10000.0, clock.now())
     return build_order(signal, state, kw.pop("mkt", None) or market(last_bar), cfg, clock, **kw)
 
 
-def holding(symbol: str, notional: float, state: RiskState | None = None, price: float = 100.0,
-            stop: float = 99.0) -> RiskState:
+def holding(
+    symbol: str, notional: float, state: RiskState | None = None, price: float = 100.0, stop: float = 99.0
+) -> RiskState:
     now = at_close(CALM).now()
     state = state or new_risk_state(10000.0, now)
     return apply_fill(state, symbol, notional / price, price, now=now, stop_loss=stop)
@@ -75,7 +86,7 @@ def test_long_signal_becomes_a_buy_with_an_atr_stop_and_take_profit_at_r():
     d = run(s)
     assert d.reason is ReasonCode.OK and d.order is not None
     o = d.order
-    w = candles("BTCUSDT").loc[:pd.Timestamp(CALM, tz="UTC")].iloc[-800:]
+    w = candles("BTCUSDT").loc[: pd.Timestamp(CALM, tz="UTC")].iloc[-800:]
     atr = talib.ATR(w.high.to_numpy(), w.low.to_numpy(), w.close.to_numpy(), timeperiod=CFG.technical.atr_period)[-1]
     assert o.side is Side.BUY and o.price == s.price and not o.reduce_only
     assert o.stop_loss == pytest.approx(s.price - CFG.risk.atr_multiplier * atr)
@@ -94,17 +105,25 @@ def test_build_order_is_deterministic_and_order_id_derives_from_the_signal():
 
 
 def test_correlated_open_position_shrinks_the_new_order_by_the_rolling_correlation():
-    cfg = CFG.with_overrides({"risk.max_correlation": 0.95, "position_sizing.max_position_pct": 1.0,
-                              "symbols.BTCUSDT.max_qty": 100.0, "symbols.BTCUSDT.max_exposure": 1.0,
-                              "symbols.BTCUSDT.max_notional": 1e9, "position_sizing.max_position_size": 1e9,
-                              "position_sizing.max_portfolio_heat": 1.0, "risk.exposure_limit": 10.0})
+    cfg = CFG.with_overrides(
+        {
+            "risk.max_correlation": 0.95,
+            "position_sizing.max_position_pct": 1.0,
+            "symbols.BTCUSDT.max_qty": 100.0,
+            "symbols.BTCUSDT.max_exposure": 1.0,
+            "symbols.BTCUSDT.max_notional": 1e9,
+            "position_sizing.max_position_size": 1e9,
+            "position_sizing.max_portfolio_heat": 1.0,
+            "risk.exposure_limit": 10.0,
+        }
+    )
     alone = run(sig(CALM), cfg=cfg)
     eth_price = float(candles("ETHUSDT").loc[pd.Timestamp(CALM, tz="UTC"), "close"])
     with_eth = run(sig(CALM), holding("ETHUSDT", 500.0, price=eth_price, stop=eth_price * 0.98), cfg=cfg)
     assert alone.size is not None and with_eth.size is not None
     window = cfg.position_sizing.correlation_window
     end = candles("BTCUSDT").index.get_loc(pd.Timestamp(CALM, tz="UTC")) + 1
-    rets = [np.log(candles(s)["close"].iloc[end - window - 1:end]).diff() for s in ("BTCUSDT", "ETHUSDT")]
+    rets = [np.log(candles(s)["close"].iloc[end - window - 1 : end]).diff() for s in ("BTCUSDT", "ETHUSDT")]
     rho = rets[0].corr(rets[1])
     assert rho > 0.5
     assert with_eth.size.details["correlation_factor"] == pytest.approx(1 / (1 + rho), rel=1e-9)
@@ -125,8 +144,10 @@ def test_spot_short_with_a_long_open_becomes_a_reduce_only_sell_with_a_stop_abov
         assert d.order.stop_loss > d.order.price
 
 
-@pytest.mark.parametrize("direction", [SignalDirection.SHORT, SignalDirection.NEUTRAL,
-                                       SignalDirection.CLOSE_LONG, SignalDirection.CLOSE_SHORT])
+@pytest.mark.parametrize(
+    "direction",
+    [SignalDirection.SHORT, SignalDirection.NEUTRAL, SignalDirection.CLOSE_LONG, SignalDirection.CLOSE_SHORT],
+)
 def test_spot_signal_with_nothing_to_close_yields_no_order(direction: SignalDirection):
     d = run(sig(CALM, direction))
     assert d.order is None and d.reason is ReasonCode.SIZE_ZERO
@@ -141,8 +162,9 @@ def test_margin_short_opens_a_sell_with_the_stop_above_and_take_profit_below():
 @pytest.mark.parametrize("trading", [TradingState.HALTED, TradingState.REDUCING])
 def test_closing_order_passes_when_trading_is_not_active(trading: TradingState):
     price = sig(CALM).price
-    state = dataclasses.replace(holding("BTCUSDT", 0.01 * price, price=price, stop=price * 0.98),
-                                trading_state=trading, daily_loss_hit=True)
+    state = dataclasses.replace(
+        holding("BTCUSDT", 0.01 * price, price=price, stop=price * 0.98), trading_state=trading, daily_loss_hit=True
+    )
     d = run(sig(CALM, SignalDirection.CLOSE_LONG), state)
     assert d.order is not None and d.order.reduce_only and d.order.side is Side.SELL
 
@@ -159,14 +181,17 @@ PIPELINE_TABLE: dict[ReasonCode, dict[str, Any]] = {
     ReasonCode.INCOHERENT_STOP: {"meta": {"stop_loss": 1e9}},
     ReasonCode.EXPOSURE_LIMIT: {"state": lambda: holding("SOLUSDT", 3800.0, holding("BNBUSDT", 3800.0))},
     ReasonCode.MAX_CONCURRENT_POSITIONS: {"state": lambda: holding("A", 50.0, holding("B", 50.0, holding("C", 50.0)))},
-    ReasonCode.MAX_DAILY_TRADES: {"state": lambda: dataclasses.replace(holding("A", 1.0),
-                                                                       trades_today=CFG.risk.max_daily_trades)},
+    ReasonCode.MAX_DAILY_TRADES: {
+        "state": lambda: dataclasses.replace(holding("A", 1.0), trades_today=CFG.risk.max_daily_trades)
+    },
     ReasonCode.CORRELATION_LIMIT: {"state": lambda: holding("ETHUSDT", 500.0, price=1600.0, stop=1500.0)},
     ReasonCode.DAILY_LOSS_LIMIT: {"state": lambda: dataclasses.replace(holding("A", 1.0), daily_loss_hit=True)},
-    ReasonCode.DRAWDOWN_KILL_SWITCH: {"state": lambda: dataclasses.replace(holding("A", 1.0),
-                                                                           trading_state=TradingState.HALTED)},
-    ReasonCode.NOT_ACTIVE: {"state": lambda: dataclasses.replace(holding("A", 1.0),
-                                                                 trading_state=TradingState.REDUCING)},
+    ReasonCode.DRAWDOWN_KILL_SWITCH: {
+        "state": lambda: dataclasses.replace(holding("A", 1.0), trading_state=TradingState.HALTED)
+    },
+    ReasonCode.NOT_ACTIVE: {
+        "state": lambda: dataclasses.replace(holding("A", 1.0), trading_state=TradingState.REDUCING)
+    },
     ReasonCode.VOLATILITY_PAUSE: {"last_bar": CRASH},
     ReasonCode.SIZE_ZERO: {"state": lambda: new_risk_state(60.0, at_close(CALM).now())},
     ReasonCode.EXPIRED: {"expired": True},

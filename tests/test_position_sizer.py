@@ -41,14 +41,28 @@ CFG = L2Config.default()
 
 
 def signal(strength: float = 0.8, confidence: float = 0.7, **metadata: float) -> TacticalSignal:
-    return TacticalSignal(symbol="BTCUSDT", direction=SignalDirection.LONG, strength=strength,
-                          confidence=confidence, price=30000.0, source=SignalSource.COMPOSITE,
-                          timestamp=datetime(2023, 1, 1, tzinfo=timezone.utc), metadata=metadata)
+    return TacticalSignal(
+        symbol="BTCUSDT",
+        direction=SignalDirection.LONG,
+        strength=strength,
+        confidence=confidence,
+        price=30000.0,
+        source=SignalSource.COMPOSITE,
+        timestamp=datetime(2023, 1, 1, tzinfo=timezone.utc),
+        metadata=metadata,
+    )
 
 
 def inputs(**kw: object) -> SizingInputs:
-    base: dict[str, object] = {"symbol": "BTCUSDT", "price": 30000.0, "stop_loss": 29400.0, "take_profit": 31200.0,
-                               "equity": 10000.0, "win_probability": 0.55, "volatility": 0.6}
+    base: dict[str, object] = {
+        "symbol": "BTCUSDT",
+        "price": 30000.0,
+        "stop_loss": 29400.0,
+        "take_profit": 31200.0,
+        "equity": 10000.0,
+        "win_probability": 0.55,
+        "volatility": 0.6,
+    }
     base.update(kw)
     return SizingInputs(**base)  # type: ignore[arg-type]
 
@@ -159,11 +173,13 @@ def test_correlation_factor_shrinks_size_for_correlated_open_positions():
 
 
 def test_size_position_is_smaller_next_to_a_correlated_open_position():
-    cfg = CFG.with_overrides({"position_sizing.max_position_pct": 1.0, "symbols.BTCUSDT.max_qty": 100.0,
-                              "symbols.BTCUSDT.max_exposure": 1.0})
+    cfg = CFG.with_overrides(
+        {"position_sizing.max_position_pct": 1.0, "symbols.BTCUSDT.max_qty": 100.0, "symbols.BTCUSDT.max_exposure": 1.0}
+    )
     alone = size_position(inputs(), cfg.position_sizing, cfg.risk, cfg.symbols["BTCUSDT"])
-    paired = size_position(inputs(correlations=(0.83,), other_volatilities=(0.7,)), cfg.position_sizing,
-                           cfg.risk, cfg.symbols["BTCUSDT"])
+    paired = size_position(
+        inputs(correlations=(0.83,), other_volatilities=(0.7,)), cfg.position_sizing, cfg.risk, cfg.symbols["BTCUSDT"]
+    )
     assert 0 < paired.notional < alone.notional
     assert paired.details["correlation_factor"] == pytest.approx(1 / 1.83)
 
@@ -193,11 +209,21 @@ def test_size_position_drops_below_min_notional_to_zero():
     assert size.details["filter"] == "min_notional"
 
 
-@pytest.mark.parametrize("bad", [
-    {"price": math.nan}, {"price": -1.0}, {"equity": -100.0}, {"equity": math.inf},
-    {"stop_loss": 30000.0}, {"stop_loss": math.nan}, {"volatility": math.nan}, {"volatility": 0.0},
-    {"win_probability": math.nan}, {"correlations": (math.nan, 2.0)},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"price": math.nan},
+        {"price": -1.0},
+        {"equity": -100.0},
+        {"equity": math.inf},
+        {"stop_loss": 30000.0},
+        {"stop_loss": math.nan},
+        {"volatility": math.nan},
+        {"volatility": 0.0},
+        {"win_probability": math.nan},
+        {"correlations": (math.nan, 2.0)},
+    ],
+)
 def test_size_position_is_finite_and_non_negative_for_unusable_inputs(bad: dict[str, object]):
     size = size_position(inputs(**bad), CFG.position_sizing, CFG.risk, CFG.symbols["BTCUSDT"])
     for v in (size.qty, size.notional, size.risk_amount):
@@ -205,8 +231,14 @@ def test_size_position_is_finite_and_non_negative_for_unusable_inputs(bad: dict[
 
 
 def test_size_position_weighted_method_is_at_least_the_min_method():
-    cfg_w = CFG.with_overrides({"position_sizing.method": "weighted", "position_sizing.max_position_pct": 1.0,
-                                "symbols.BTCUSDT.max_qty": 100.0, "symbols.BTCUSDT.max_exposure": 1.0})
+    cfg_w = CFG.with_overrides(
+        {
+            "position_sizing.method": "weighted",
+            "position_sizing.max_position_pct": 1.0,
+            "symbols.BTCUSDT.max_qty": 100.0,
+            "symbols.BTCUSDT.max_exposure": 1.0,
+        }
+    )
     cfg_m = cfg_w.with_overrides({"position_sizing.method": "min"})
     w = size_position(inputs(), cfg_w.position_sizing, cfg_w.risk, cfg_w.symbols["BTCUSDT"])
     m = size_position(inputs(), cfg_m.position_sizing, cfg_m.risk, cfg_m.symbols["BTCUSDT"])

@@ -90,8 +90,10 @@ def test_support_resistance_stop_uses_the_nearest_level_beyond_the_entry():
     assert support_resistance_stop(100.0, 1, [103.0], buffer_pct=0.0) is None
 
 
-@pytest.mark.parametrize("method, kw", [("atr", {"atr": math.nan}), ("atr", {"atr": 0.0}),
-                                        ("volatility", {"sigma": None}), ("support_resistance", {})])
+@pytest.mark.parametrize(
+    "method, kw",
+    [("atr", {"atr": math.nan}), ("atr", {"atr": 0.0}), ("volatility", {"sigma": None}), ("support_resistance", {})],
+)
 def test_initial_stop_is_none_rather_than_a_made_up_level(method: str, kw: dict[str, float]):
     assert initial_stop(method, 100.0, 1, RISK, **kw) is None  # type: ignore[arg-type]
 
@@ -128,8 +130,9 @@ def test_update_stop_never_loosens_along_a_real_price_path():
     for side in (1, -1):
         entry = close[20]
         stop0 = entry * (1 - side * 0.5)  # wide, so the path does not end the test
-        p = Position(symbol="BTCUSDT", qty=side * 0.1, entry_price=entry, stop_loss=stop0, initial_stop=stop0,
-                     opened_at=T0)
+        p = Position(
+            symbol="BTCUSDT", qty=side * 0.1, entry_price=entry, stop_loss=stop0, initial_stop=stop0, opened_at=T0
+        )
         stops = [p.stop_loss]
         for i in range(21, len(w)):
             p = dataclass_replace_stop(p, update_stop(p, as_bar(w.iloc[i]), RISK, atr=float(atr[i])))
@@ -252,8 +255,7 @@ def test_check_correlation_ignores_unknown_and_hedging_correlations():
 
 def _state(**kw: object) -> RiskState:
     base = new_risk_state(10000.0, T0)
-    return RiskState(**{**{f: getattr(base, f) for f in ("equity", "peak_equity", "day_start_equity", "day")},
-                        **kw})  # type: ignore[arg-type]
+    return RiskState(**{**{f: getattr(base, f) for f in ("equity", "peak_equity", "day_start_equity", "day")}, **kw})  # type: ignore[arg-type]
 
 
 def _with_positions(*symbols: str, notional: float = 1000.0) -> RiskState:
@@ -289,8 +291,13 @@ REASON_TABLE = {
 
 
 def test_reason_table_covers_every_l2_risk_reason_code():
-    l2_codes = {c for c in ReasonCode if c is not ReasonCode.OK and c.name != "UNKNOWN_SYMBOL"
-                and list(ReasonCode).index(c) <= list(ReasonCode).index(ReasonCode.SIZE_ZERO)}
+    l2_codes = {
+        c
+        for c in ReasonCode
+        if c is not ReasonCode.OK
+        and c.name != "UNKNOWN_SYMBOL"
+        and list(ReasonCode).index(c) <= list(ReasonCode).index(ReasonCode.SIZE_ZERO)
+    }
     assert set(REASON_TABLE) == l2_codes
 
 
@@ -298,8 +305,7 @@ def test_reason_table_covers_every_l2_risk_reason_code():
 def test_check_order_returns_the_reason_code(code: ReasonCode):
     order, state, extra, overrides = REASON_TABLE[code]
     cfg = CFG.with_overrides(overrides) if overrides else CFG
-    decision = check_order(order, state, risk=cfg.risk, sizing=cfg.position_sizing, limits=LIMITS, now=T0,
-                           **extra)  # type: ignore[arg-type]
+    decision = check_order(order, state, risk=cfg.risk, sizing=cfg.position_sizing, limits=LIMITS, now=T0, **extra)  # type: ignore[arg-type]
     assert decision.reason is code
     if code in (ReasonCode.MAX_POSITION, ReasonCode.EXPOSURE_LIMIT):  # shrink, not deny
         assert 0 < decision.qty < order.qty
@@ -323,16 +329,15 @@ def test_check_order_keeps_gross_exposure_under_the_limit():
 
 @pytest.mark.parametrize("trading", [TradingState.HALTED, TradingState.REDUCING])
 def test_check_order_lets_exposure_reducing_orders_through_when_not_active(trading: TradingState):
-    s = apply_fill(_state(trading_state=trading, daily_loss_hit=True), "BTCUSDT", 0.01, 30000.0, now=T0,
-                   stop_loss=29000.0)
-    sell = ProposedOrder(symbol="BTCUSDT", side=Side.SELL, qty=0.05, price=30000.0, stop_loss=30600.0,
-                         reduce_only=True)
+    s = apply_fill(
+        _state(trading_state=trading, daily_loss_hit=True), "BTCUSDT", 0.01, 30000.0, now=T0, stop_loss=29000.0
+    )
+    sell = ProposedOrder(symbol="BTCUSDT", side=Side.SELL, qty=0.05, price=30000.0, stop_loss=30600.0, reduce_only=True)
     d = check_order(sell, s, risk=RISK, sizing=SIZING, limits=LIMITS, now=T0)
     assert d.reason is ReasonCode.OK and d.qty == pytest.approx(0.01)  # capped at the position
 
 
 def test_check_order_denies_a_reduce_only_order_without_a_coherent_stop():
     s = apply_fill(_state(), "BTCUSDT", 0.01, 30000.0, now=T0, stop_loss=29000.0)
-    sell = ProposedOrder(symbol="BTCUSDT", side=Side.SELL, qty=0.01, price=30000.0, stop_loss=29900.0,
-                         reduce_only=True)
+    sell = ProposedOrder(symbol="BTCUSDT", side=Side.SELL, qty=0.01, price=30000.0, stop_loss=29900.0, reduce_only=True)
     assert check_order(sell, s, risk=RISK, sizing=SIZING, limits=LIMITS, now=T0).reason is ReasonCode.INCOHERENT_STOP
