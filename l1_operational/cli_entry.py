@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,8 +103,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                            heartbeat_seconds=args.heartbeat_seconds or cfg.bus.heartbeat_seconds)
     try:
         await adapter.start()
-        await adapter.run_feed(feed)
-        await asyncio.sleep(args.linger)
+        await _until_done_or_signalled(adapter.run_feed(feed), args.linger)
     finally:
         await adapter.stop()
         await bus.close()
@@ -111,6 +111,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         journal.close()
     return {**executor.summary(), "bars": adapter.bars, "reports_published": adapter.published,
             "portfolio": executor.portfolio.snapshot()}
+
+
+async def _until_done_or_signalled(work: Any, linger: float) -> None:
+    """Run the feed, then linger; SIGINT/SIGTERM end it early and still let the summary print."""
+    async def body() -> None:
+        await work
+        await asyncio.sleep(linger)
+
+    task = asyncio.ensure_future(body())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, task.cancel)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
