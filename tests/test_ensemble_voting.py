@@ -192,3 +192,11 @@ def test_regime_boosts_the_specialist_it_favours(regime: str, favoured: int) -> 
     assert regime_multipliers(specs, None, boost=1.5).tolist() == [1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="regime='bull'"):
         regime_multipliers(specs, "bull", boost=1.5)
+
+
+@given(st.lists(st.floats(-0.05, 0.05), min_size=0, max_size=40), st.integers(2, 10))
+def test_tracker_running_score_equals_the_score_of_its_window(returns: list[float], window: int) -> None:
+    tracker = PerformanceTracker(["a"], window=window)
+    for r in returns:
+        tracker.record({"a": 1.0}, r)
+    assert tracker.scores()["a"] == pytest.approx(performance_score(list(tracker.returns("a"))), abs=1e-6)

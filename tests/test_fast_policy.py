@@ -199,3 +199,31 @@ def test_fast_policy_rejects_an_observation_of_the_wrong_size(trained: dict) -> 
     fast = export_policy(model, "PPO")
     with pytest.raises(ValueError, match=f"expects {fast.obs_size}"):
         fast.forward(np.zeros(fast.obs_size + 1, np.float32))
+
+
+ENSEMBLE = (("trend", "PPO"), ("mean_reversion", "A2C"), ("volatility", "SAC"))
+
+
+def publish_ensemble(root: Path, data: Any, steps: int = 64) -> Path:
+    """Train and publish the three default specialists under ``root/saved_models`` (the config's paths)."""
+    folder = root / "saved_models"
+    folder.mkdir(parents=True, exist_ok=True)
+    for specialist, algorithm in ENSEMBLE:
+        model, env = train_specialist(specialist, algorithm, data, steps=steps)
+        publish_specialist(model, env, folder / f"{specialist}.zip", specialist=specialist, algorithm=algorithm)
+    return root
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}")
+def test_single_observation_path_equals_the_batch_forward(trained: dict, case: tuple) -> None:
+    model, env = trained[case]
+    fast = export_policy(model, case[1])
+    obs = real_observations(env, model, n=60)
+    actions, confidence = fast.forward(obs)
+    for i, o in enumerate(obs):
+        action, conf = fast.act_one(o)
+        expected = actions[i] if fast.kind == "discrete" else actions[i, 0]
+        assert action == pytest.approx(float(expected), abs=1e-6)
+        assert conf == pytest.approx(float(confidence[i]), abs=1e-6)
+        sb3_action, _ = model.predict(o, deterministic=True)
+        assert action == pytest.approx(float(np.asarray(sb3_action).reshape(-1)[0]), abs=1e-5)

@@ -74,26 +74,29 @@ def coverage(answered_weights: ArrayLike, configured_weights: ArrayLike) -> floa
     >>> coverage([0.4, 0.25], [0.4, 0.35, 0.25])
     0.65
     """
-    total = float(np.sum(np.asarray(configured_weights, dtype=np.float64)))
+    total = math.fsum(_plain(configured_weights))
     if total <= 0:
         return 0.0
-    return float(np.clip(np.sum(np.asarray(answered_weights, dtype=np.float64)) / total, 0.0, 1.0))
+    return min(1.0, max(0.0, math.fsum(_plain(answered_weights)) / total))
 
 
 def composite_confidence(confidences: ArrayLike, agreements: ArrayLike, weights: ArrayLike,
                          *, coverage: float) -> float:
     """Ensemble confidence in [0, 1] (formula in the module docstring)."""
-    c = np.asarray(confidences, dtype=np.float64).reshape(-1)
-    a = np.asarray(agreements, dtype=np.float64).reshape(-1)
-    w = np.asarray(weights, dtype=np.float64).reshape(-1)
-    if not c.shape == a.shape == w.shape:
-        raise ValueError(f"composite_confidence: shapes {c.shape}, {a.shape}, {w.shape} differ")
+    c, a, w = (_plain(x) for x in (confidences, agreements, weights))
+    if not len(c) == len(a) == len(w):
+        raise ValueError(f"composite_confidence: lengths {len(c)}, {len(a)}, {len(w)} differ")
     if not 0.0 <= coverage <= 1.0:
         raise ValueError(f"composite_confidence: coverage={coverage!r} must be in [0, 1]")
-    total = w.sum()
+    total = math.fsum(w)
     if total <= 0:
         return 0.0
-    return float(np.clip(coverage * np.dot(w, c * a) / total, 0.0, 1.0))
+    value = coverage * math.fsum(wi * ci * ai for wi, ci, ai in zip(w, c, a, strict=True)) / total
+    return min(1.0, max(0.0, value))
+
+
+def _plain(values: ArrayLike) -> list[float]:
+    return [float(v) for v in (values.reshape(-1).tolist() if isinstance(values, np.ndarray) else values)]
 
 
 def mean_confidence(confidences: Sequence[float], weights: Sequence[float]) -> float:

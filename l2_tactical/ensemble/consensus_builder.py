@@ -17,11 +17,23 @@ a weighted vote cannot produce, but a majority vote with a heavy dissenter can a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from l2_tactical.ensemble.voting_strategy import ArrayLike, combine_votes, direction_of
+from l2_tactical.ensemble.voting_strategy import NEUTRAL_BAND, ArrayLike, combine_votes, side_of
+
+
+def _agree(d: int, r: int) -> float:
+    return 1.0 if d == r else (0.5 if (d == 0) != (r == 0) else 0.0)
+
+
+def agreement_list(exposures: ArrayLike, result: float) -> list[float]:
+    """:func:`agreement` as a plain list (hot path)."""
+    values = exposures.reshape(-1).tolist() if isinstance(exposures, np.ndarray) else exposures
+    r = side_of(result, NEUTRAL_BAND)
+    return [_agree(side_of(float(e), NEUTRAL_BAND), r) for e in values]
 
 
 def agreement(exposures: ArrayLike, result: float) -> np.ndarray:
@@ -30,20 +42,16 @@ def agreement(exposures: ArrayLike, result: float) -> np.ndarray:
     >>> agreement([1.0, 0.0, -0.5], 0.7).tolist()
     [1.0, 0.5, 0.0]
     """
-    d = direction_of(exposures)
-    r = int(direction_of([result])[0])
-    same = d == r
-    half = (d == 0) ^ (r == 0)
-    return np.where(same, 1.0, np.where(half, 0.5, 0.0))
+    return np.array(agreement_list(exposures, result), dtype=np.float64)
 
 
 def consensus_score(exposures: ArrayLike, weights: ArrayLike, result: float) -> float:
     """Weight-averaged :func:`agreement` in [0, 1]; 0 with no weighted voter."""
-    w = np.asarray(weights, dtype=np.float64).reshape(-1)
-    total = w.sum()
+    w = [float(x) for x in (weights.reshape(-1).tolist() if isinstance(weights, np.ndarray) else weights)]
+    total = math.fsum(w)
     if total <= 0:
         return 0.0
-    return float(np.dot(w, agreement(exposures, result)) / total)
+    return math.fsum(wi * a for wi, a in zip(w, agreement_list(exposures, result), strict=True)) / total
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +66,31 @@ class Consensus:
 
 def build_consensus(exposures: ArrayLike, confidences: ArrayLike, weights: ArrayLike, strategy: str) -> Consensus:
     """Vote with ``strategy`` and measure the agreement with the result."""
-    exposure = combine_votes(strategy, exposures, confidences, weights)
-    exposure = float(np.clip(exposure, -1.0, 1.0))
-    agree = agreement(exposures, exposure)
-    return Consensus(exposure=exposure, consensus=consensus_score(exposures, weights, exposure),
-                     agreement=tuple(float(a) for a in agree), strategy=strategy)
+    exposure = min(1.0, max(-1.0, combine_votes(strategy, exposures, confidences, weights)))
+    agree = agreement_list(exposures, exposure)
+    w = [float(x) for x in (weights.reshape(-1).tolist() if isinstance(weights, np.ndarray) else weights)]
+    total = math.fsum(w)
+    consensus = math.fsum(wi * a for wi, a in zip(w, agree, strict=True)) / total if total > 0 else 0.0
+    return Consensus(exposure=exposure, consensus=consensus, agreement=tuple(agree), strategy=strategy)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceVote:
+    """One signal source's contribution to the composite (a silent source votes 0 with confidence 0)."""
+
+    source: str
+    exposure: float
+    confidence: float
+    weight: float
+
+
+def compose_sources(votes: list[SourceVote] | tuple[SourceVote, ...]) -> Consensus:
+    """Weighted composite of the sources: exposure = weighted vote, consensus = weighted agreement.
+
+    >>> c = compose_sources([SourceVote("ai_model", 0.8, 0.7, 0.6), SourceVote("technical", -0.5, 0.6, 0.3),
+    ...                      SourceVote("pattern", 0.0, 0.0, 0.1)])
+    >>> round(c.exposure, 4), c.agreement
+    (0.33, (1.0, 0.0, 0.5))
+    """
+    return build_consensus([v.exposure for v in votes], [v.confidence for v in votes],
+                           [v.weight for v in votes], "weighted")

@@ -60,24 +60,34 @@ def performance_score(returns: Sequence[float] | np.ndarray) -> float:
 
 def floor_weights(weights: Sequence[float] | np.ndarray, min_weight: float) -> np.ndarray:
     """Normalise to sum 1 with every share >= ``min_weight`` (equal shares if the floor cannot hold)."""
-    w = np.asarray(weights, dtype=np.float64).copy()
-    n = w.size
+    return np.array(floor_weights_list(_plain(weights), min_weight), dtype=np.float64)
+
+
+def _plain(values: Sequence[float] | np.ndarray) -> list[float]:
+    return [float(v) for v in (values.reshape(-1).tolist() if isinstance(values, np.ndarray) else values)]
+
+
+def floor_weights_list(w: list[float], min_weight: float) -> list[float]:
+    """:func:`floor_weights` on a plain list (hot path: a handful of specialists)."""
+    n = len(w)
     if n == 0:
-        return w
-    if np.any(w < 0) or not np.all(np.isfinite(w)):
-        raise ValueError(f"floor_weights: weights={w.tolist()} must be finite and >= 0")
-    if min_weight * n >= 1.0 or w.sum() <= 0:
-        return np.full(n, 1.0 / n)
-    w /= w.sum()
-    fixed = np.zeros(n, dtype=bool)
+        return []
+    if any(x < 0 or not math.isfinite(x) for x in w):
+        raise ValueError(f"floor_weights: weights={w} must be finite and >= 0")
+    total = math.fsum(w)
+    if min_weight * n >= 1.0 or total <= 0:
+        return [1.0 / n] * n
+    w = [x / total for x in w]
+    fixed = [False] * n
     for _ in range(n):
-        low = (w < min_weight) & ~fixed
-        if not low.any():
+        low = [i for i in range(n) if w[i] < min_weight and not fixed[i]]
+        if not low:
             break
-        fixed |= low
-        free = ~fixed
-        w[fixed] = min_weight
-        w[free] *= (1.0 - min_weight * fixed.sum()) / w[free].sum()
+        for i in low:
+            fixed[i] = True
+        free_total = math.fsum(w[i] for i in range(n) if not fixed[i])
+        scale = (1.0 - min_weight * sum(fixed)) / free_total if free_total > 0 else 0.0
+        w = [min_weight if fixed[i] else w[i] * scale for i in range(n)]
     return w
 
 
@@ -100,10 +110,41 @@ def adaptive_weights(base: Sequence[float], scores: Sequence[float], regime: Seq
     >>> adaptive_weights([0.5, 0.5], [0.5, -0.5], [1.0, 1.0], sensitivity=1.0, min_weight=0.05).round(4).tolist()
     [0.7311, 0.2689]
     """
-    b = np.asarray(base, dtype=np.float64)
-    s = np.clip(np.asarray(scores, dtype=np.float64), -1.0, 1.0)
-    g = np.asarray(regime, dtype=np.float64)
-    return floor_weights(b * np.exp(sensitivity * s) * g, min_weight)
+    raw = [b * math.exp(sensitivity * min(1.0, max(-1.0, s))) * g
+           for b, s, g in zip(_plain(base), _plain(scores), _plain(regime), strict=True)]
+    return np.array(floor_weights_list(raw, min_weight), dtype=np.float64)
+
+
+class _Rolling:
+    """Last ``window`` returns with running sums, so a score costs O(1) per bar."""
+
+    __slots__ = ("_score", "s1", "s2", "values")
+
+    def __init__(self, window: int) -> None:
+        self.values: deque[float] = deque(maxlen=window)
+        self.s1 = self.s2 = 0.0
+        self._score: float | None = 0.0
+
+    def append(self, r: float) -> None:
+        if len(self.values) == self.values.maxlen:
+            old = self.values[0]
+            self.s1 -= old
+            self.s2 -= old * old
+        self.values.append(r)
+        self.s1 += r
+        self.s2 += r * r
+        self._score = None
+
+    def score(self) -> float:
+        """:func:`performance_score` of the window, from the running sums (exact 0 for a constant window)."""
+        if self._score is None:
+            n = len(self.values)
+            var = (self.s2 - self.s1 * self.s1 / n) / (n - 1) if n >= 2 else 0.0
+            if n < 2 or var <= 1e-12 * max(self.s2 / n, 1e-300) or max(self.values) == min(self.values):
+                self._score = 0.0
+            else:
+                self._score = math.tanh(self.s1 / n / math.sqrt(var) * math.sqrt(n) / 2.0)
+        return self._score
 
 
 class PerformanceTracker:
@@ -113,27 +154,26 @@ class PerformanceTracker:
         if window < 2:
             raise ValueError(f"performance window={window!r}: must be >= 2")
         self.window = window
-        self._returns: dict[str, deque[float]] = {n: deque(maxlen=window) for n in names}
+        self._rolling: dict[str, _Rolling] = {n: _Rolling(window) for n in names}
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(self._returns)
+        return tuple(self._rolling)
 
     def record(self, exposures: Mapping[str, float], bar_return: float) -> None:
         """Add one bar: each named specialist earned ``exposure * bar_return``."""
         if not math.isfinite(bar_return):
             raise ValueError(f"bar_return={bar_return!r}: must be finite")
         for name, exposure in exposures.items():
-            if name not in self._returns:
-                raise KeyError(f"unknown specialist {name!r}; known: {sorted(self._returns)}")
-            self._returns[name].append(float(exposure) * bar_return)
+            if name not in self._rolling:
+                raise KeyError(f"unknown specialist {name!r}; known: {sorted(self._rolling)}")
+            self._rolling[name].append(float(exposure) * bar_return)
 
     def returns(self, name: str) -> tuple[float, ...]:
-        return tuple(self._returns[name])
+        return tuple(self._rolling[name].values)
 
     def scores(self) -> dict[str, float]:
-        return {n: performance_score(list(r)) for n, r in self._returns.items()}
+        return {n: r.score() for n, r in self._rolling.items()}
 
     def reset(self) -> None:
-        for r in self._returns.values():
-            r.clear()
+        self._rolling = {n: _Rolling(self.window) for n in self._rolling}

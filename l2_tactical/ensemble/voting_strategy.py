@@ -29,6 +29,7 @@ All functions are pure and take plain sequences or numpy arrays.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,6 +39,10 @@ NEUTRAL_BAND = 0.05
 STRATEGIES = ("weighted", "majority", "confidence_weighted")
 
 ArrayLike = Sequence[float] | np.ndarray
+
+
+def side_of(e: float, band: float) -> int:
+    return 0 if abs(e) < band else (1 if e > 0 else -1)
 
 
 def direction_of(exposure: ArrayLike | float, band: float = NEUTRAL_BAND) -> np.ndarray:
@@ -50,51 +55,58 @@ def direction_of(exposure: ArrayLike | float, band: float = NEUTRAL_BAND) -> np.
     return np.where(np.abs(e) < band, 0, np.sign(e)).astype(np.int64)
 
 
-def _arrays(exposures: ArrayLike, weights: ArrayLike, confidences: ArrayLike | None = None
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    e = np.asarray(exposures, dtype=np.float64).reshape(-1)
-    w = np.asarray(weights, dtype=np.float64).reshape(-1)
-    c = np.ones_like(e) if confidences is None else np.asarray(confidences, dtype=np.float64).reshape(-1)
-    if not e.shape == w.shape == c.shape:
-        raise ValueError(f"votes: exposures {e.shape}, weights {w.shape} and confidences {c.shape} differ in length")
-    if not np.all(np.isfinite(e)) or np.any(np.abs(e) > 1.0):
-        raise ValueError(f"votes: exposures={e.tolist()} must be finite and in [-1, 1]")
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ValueError(f"votes: weights={w.tolist()} must be finite and >= 0")
-    if not np.all(np.isfinite(c)) or np.any((c < 0) | (c > 1)):
-        raise ValueError(f"votes: confidences={c.tolist()} must be in [0, 1]")
+def _floats(values: ArrayLike, name: str) -> list[float]:
+    out = [float(v) for v in (values.reshape(-1).tolist() if isinstance(values, np.ndarray) else values)]
+    if not all(math.isfinite(v) for v in out):
+        raise ValueError(f"votes: {name}={out} must be finite")
+    return out
+
+
+def _lists(exposures: ArrayLike, weights: ArrayLike, confidences: ArrayLike | None = None
+           ) -> tuple[list[float], list[float], list[float]]:
+    """Validated plain lists (the voter counts are small: plain Python beats numpy here)."""
+    e, w = _floats(exposures, "exposures"), _floats(weights, "weights")
+    c = [1.0] * len(e) if confidences is None else _floats(confidences, "confidences")
+    if not len(e) == len(w) == len(c):
+        raise ValueError(f"votes: exposures ({len(e)}), weights ({len(w)}) and confidences ({len(c)}) "
+                         f"differ in length")
+    if any(abs(x) > 1.0 for x in e):
+        raise ValueError(f"votes: exposures={e} must be in [-1, 1]")
+    if any(x < 0 for x in w):
+        raise ValueError(f"votes: weights={w} must be >= 0")
+    if any(x < 0 or x > 1 for x in c):
+        raise ValueError(f"votes: confidences={c} must be in [0, 1]")
     return e, w, c
 
 
 def weighted_vote(exposures: ArrayLike, weights: ArrayLike) -> float:
     """Weight-averaged exposure; 0 when there are no votes or all weights are 0."""
-    e, w, _ = _arrays(exposures, weights)
-    total = w.sum()
-    return float(np.dot(w, e) / total) if total > 0 else 0.0
+    e, w, _ = _lists(exposures, weights)
+    total = math.fsum(w)
+    return math.fsum(wi * ei for wi, ei in zip(w, e, strict=True)) / total if total > 0 else 0.0
 
 
 def confidence_weighted_vote(exposures: ArrayLike, confidences: ArrayLike, weights: ArrayLike) -> float:
     """Exposure averaged with weights ``w_i * c_i``; 0 when that total is 0."""
-    e, w, c = _arrays(exposures, weights, confidences)
-    wc = w * c
-    total = wc.sum()
-    return float(np.dot(wc, e) / total) if total > 0 else 0.0
+    e, w, c = _lists(exposures, weights, confidences)
+    wc = [wi * ci for wi, ci in zip(w, c, strict=True)]
+    total = math.fsum(wc)
+    return math.fsum(x * ei for x, ei in zip(wc, e, strict=True)) / total if total > 0 else 0.0
 
 
 def majority_vote(exposures: ArrayLike, weights: ArrayLike, band: float = NEUTRAL_BAND) -> float:
     """Mean exposure of the side with the most (unweighted) votes; 0 on a tie or a flat majority."""
-    e, w, _ = _arrays(exposures, weights)
-    voting = w > 0
-    e = e[voting]
-    if e.size == 0:
+    e, w, _ = _lists(exposures, weights)
+    voting = [ei for ei, wi in zip(e, w, strict=True) if wi > 0]
+    if not voting:
         return 0.0
-    d = direction_of(e, band)
-    counts = {side: int(np.sum(d == side)) for side in (-1, 0, 1)}
-    ranked = sorted(counts.items(), key=lambda kv: kv[1], reverse=True)
-    (winner, top), (_, second) = ranked[0], ranked[1]
+    sides = [side_of(x, band) for x in voting]
+    counts = sorted(((sides.count(side), side) for side in (-1, 0, 1)), reverse=True)
+    (top, winner), (second, _) = counts[0], counts[1]
     if top == second or winner == 0:
         return 0.0
-    return float(np.mean(e[d == winner]))
+    chosen = [x for x, d in zip(voting, sides, strict=True) if d == winner]
+    return math.fsum(chosen) / len(chosen)
 
 
 def combine_votes(strategy: str, exposures: ArrayLike, confidences: ArrayLike, weights: ArrayLike) -> float:

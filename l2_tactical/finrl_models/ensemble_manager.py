@@ -86,11 +86,16 @@ def specialist_from_loaded(name: str, specialization: str, loaded: Any) -> Speci
         return Specialist(name, specialization, loaded.algorithm, names, loaded.feature_schema_hash, window,
                           _sb3_policy(loaded, extra), scale, backend="sb3")
     values = tuple(extra.get("action_values") or (default_action_values(fast.n_actions) if fast.n_actions else ()))
-    kind = fast.kind
+    act_one = fast.act_one
 
-    def policy(obs: np.ndarray) -> tuple[float, float]:
-        action, conf = fast.forward(obs)
-        return float(action_to_exposure(kind, action, values)[0]), float(conf[0])
+    if fast.kind == "discrete":
+        def policy(obs: np.ndarray) -> tuple[float, float]:
+            index, conf = act_one(obs)
+            return values[int(index)], conf
+    else:
+        def policy(obs: np.ndarray) -> tuple[float, float]:
+            action, conf = act_one(obs)
+            return min(1.0, max(-1.0, float(action))), conf
 
     return Specialist(name, specialization, loaded.algorithm, names, loaded.feature_schema_hash, window, policy, scale)
 

@@ -166,6 +166,38 @@ class FastPolicy:
         return action.astype(np.float32), _gaussian_conf(out, std)
 
 
+    def act_one(self, obs: np.ndarray) -> tuple[float | int, float]:
+        """One observation ``[obs_size]`` -> (first action dimension or action index, confidence).
+
+        The same arithmetic as :meth:`forward` on a batch of one, without the batch bookkeeping.
+        """
+        if obs.shape != (self.obs_size,):
+            raise ValueError(f"observation has shape {obs.shape}; the {self.algorithm} policy "
+                             f"expects ({self.obs_size},)")
+        x = obs.reshape(1, -1).astype(np.float32, copy=False)
+        for layer in self.latent:
+            x = layer.act(x @ layer.weight + layer.bias)
+        out = x @ self.head.weight + self.head.bias
+        if self.kind == "discrete":
+            row = out[0]
+            i = int(row.argmax())
+            z = np.exp(row - row[i])
+            n = row.shape[0]
+            return i, min(1.0, max(0.0, (1.0 / float(z.sum()) - 1.0 / n) / (1.0 - 1.0 / n)))
+        assert self.low is not None and self.high is not None
+        mu = out[0]
+        if self.kind == "gaussian":
+            assert self.log_std is not None
+            std = np.exp(self.log_std)
+            action = np.clip(mu, self.low, self.high)
+        else:
+            assert self.log_std_head is not None
+            std = np.exp(np.clip(self.log_std_head(x)[0], LOG_STD_MIN, LOG_STD_MAX))
+            action = self.low + 0.5 * (np.tanh(mu) + 1.0) * (self.high - self.low)
+        conf = [math.erf(abs(m) / (max(s, 1e-30) * _SQRT2)) for m, s in zip(mu.tolist(), std.tolist(), strict=True)]
+        return float(action[0]), sum(conf) / len(conf)
+
+
 def _gaussian_conf(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     ratio = np.abs(mean.astype(np.float64)) / (np.maximum(std.astype(np.float64), 1e-30) * _SQRT2)
     return np.asarray([[math.erf(v) for v in row] for row in ratio]).mean(axis=1)

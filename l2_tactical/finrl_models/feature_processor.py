@@ -28,7 +28,7 @@ account; :meth:`PositionState.vector` applies the same scaling and clipping.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -170,3 +170,70 @@ class ObservationWindow:
     def observation(self, state: np.ndarray) -> np.ndarray:
         """The current observation (a reused buffer: copy it to keep it)."""
         return build_observation(self._rows, state, self._obs)
+
+
+@dataclass(frozen=True)
+class FeaturePlan:
+    """One FeatureSet for a base timeframe serving every specialist (plus the technical sources).
+
+    ``feature_set`` is ``base_features`` followed by each usable specialist's features not already
+    in it; ``columns[name]`` are the specialist's columns in its training order. A specialist is
+    excluded (``excluded[name]`` says why) when its features, rebuilt on this base timeframe, do
+    not reproduce the schema hash it was trained with (other base timeframe or other features).
+    """
+
+    feature_set: Any  # l2_tactical.data.features.FeatureSet
+    columns: dict[str, np.ndarray]
+    windows: dict[str, int]
+    excluded: dict[str, str]
+    index: dict[str, int]
+    names: tuple[str, ...] = ()  # feature_set.names, cached (the property rebuilds it)
+    macd_columns: dict[str, str] = field(default_factory=dict)  # timeframe -> its MACD histogram column
+    bar_ns: int = 0
+
+
+def plan_features(base_features: Any, specialists: Any) -> FeaturePlan:
+    """Build the :class:`FeaturePlan` of ``base_features`` (a FeatureSet) and ``specialists``
+    (objects with ``name``, ``feature_names``, ``feature_schema_hash``, ``window``)."""
+    from l2_tactical.data.features import FeatureSet
+    from l2_tactical.technical.feature_spec import FeatureError, parse_feature
+
+    base = base_features.base_timeframe
+    specs = list(base_features.features)
+    excluded: dict[str, str] = {}
+    usable = []
+    for spec in specialists:
+        try:
+            own = FeatureSet(spec.feature_names, base)
+        except (FeatureError, ValueError) as exc:
+            excluded[spec.name] = f"its features cannot be built on {base} bars: {exc}"
+            continue
+        if spec.feature_schema_hash and own.schema_hash != spec.feature_schema_hash:
+            excluded[spec.name] = (f"trained on another FeatureSet (schema hash {spec.feature_schema_hash[:12]}); "
+                                   f"its features on {base} bars hash to {own.schema_hash[:12]}")
+            continue
+        usable.append(spec)
+        specs += [parse_feature(n) for n in spec.feature_names if parse_feature(n) not in specs]
+    union = FeatureSet(specs, base)
+    index = {n: i for i, n in enumerate(union.names)}
+    columns = {s.name: np.array([index[n] for n in s.feature_names], dtype=np.int64) for s in usable}
+    names = union.names
+    macd = {tf: f"macd_hist_12_26_9@{tf}" for tf in union.timeframes if f"macd_hist_12_26_9@{tf}" in index}
+    from l2_tactical.data.resample import timeframe_ns
+
+    return FeaturePlan(union, columns, {s.name: int(s.window) for s in usable}, excluded, index, names, macd,
+                       timeframe_ns(base))
+
+
+def ready_runs(ready: np.ndarray) -> np.ndarray:
+    """Per row, how many consecutive rows up to it are ready (``ready``: bool ``[n]``).
+
+    >>> ready_runs(np.array([True, True, False, True])).tolist()
+    [1, 2, 0, 1]
+    """
+    out = np.zeros(ready.shape[0], dtype=np.int64)
+    run = 0
+    for i, ok in enumerate(ready.tolist()):
+        run = run + 1 if ok else 0
+        out[i] = run
+    return out
