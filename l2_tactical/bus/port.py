@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import dataclasses
 import enum
 import logging
@@ -103,12 +102,15 @@ class Subscription:
     gate: Gate
     on_drop: DropHandler | None = None
     task: asyncio.Task[None] | None = None
+    stopping: bool = False
 
     async def stop(self) -> None:
+        # The flag ends the loop even when a client library swallows the cancellation
+        # (redis-py's read timeout can, on Python 3.11); asyncio.wait never swallows ours.
+        self.stopping = True
         if self.task is not None and not self.task.done():
             self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await asyncio.wait([self.task])
 
 
 class MessageBus(abc.ABC):
@@ -238,7 +240,7 @@ class MessageBus(abc.ABC):
         conn_backoff = Backoff(self.retry_base_seconds, self.retry_max_seconds)
         retry_backoff = Backoff(self.retry_base_seconds, self.retry_max_seconds)
         state = _LoopState()
-        while True:
+        while not sub.stopping:
             try:
                 if not state.group_ready:
                     await self._ensure_group(self.stream(sub.topic), sub.group)
