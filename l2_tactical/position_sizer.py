@@ -180,8 +180,8 @@ def risk_parity_weights(vols: Sequence[float]) -> np.ndarray:
         return v
     if not np.all(np.isfinite(v) & (v > 0)):
         return np.full(v.size, 1.0 / v.size)
-    inv = 1.0 / v
-    return inv / inv.sum()
+    rel = v.min() / v  # inverse vols scaled into (0, 1]: no overflow for tiny vols
+    return rel / rel.sum()
 
 
 def correlation_factor(correlations: Sequence[float]) -> float:
