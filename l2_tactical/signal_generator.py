@@ -1,0 +1,404 @@
+"""SignalGenerator: specialists + technical + pattern sources -> filtered TacticalSignals (seed 000's API).
+
+>>> from l2_tactical.config import L2Config                       # doctest: +SKIP
+>>> gen = SignalGenerator(L2Config.from_file("config/l2_config.yaml"))  # doctest: +SKIP
+>>> gen.generate_signals(market_data=df, symbol="BTCUSDT", regime_context={"regime": "trending"})  # doctest: +SKIP
+
+Per closed bar (the batch and the streaming path run the same :meth:`SignalGenerator._decide`):
+
+1. **Features**: one FeatureSet per base timeframe, the ``full`` preset plus every feature a
+   loaded specialist was trained on (:func:`~l2_tactical.finrl_models.feature_processor.plan_features`);
+   batch ``build`` for :meth:`generate_signals` / :meth:`decisions`, the incremental updater
+   for :meth:`on_bar` (equal row for row).
+2. **AI_MODEL**: the :class:`EnsembleManager` votes; a specialist votes once its features have
+   been ready for its whole observation window. A specialist whose FeatureSet hash differs from
+   the data's (e.g. trained on 1h bars, fed 1m bars) is unavailable on that data, with the reason.
+3. **TECHNICAL** / **PATTERN**: :func:`l2_tactical.technical.signals.technical_signal` (with the
+   multi-timeframe MACD consensus) and :func:`~l2_tactical.technical.signals.pattern_signal`,
+   once every feature is ready.
+4. **COMPOSITE** = weighted vote of the sources with ``signals.ai_model_weight``,
+   ``technical_weight``, ``pattern_weight``. A silent source votes 0 with confidence 0; the AI
+   source votes 0 when its consensus is below ``ensemble.consensus_threshold``; when no
+   specialist answers, the AI source drops out and the composite is technical + pattern only
+   (metadata ``ai_status``). Composite confidence = sum(W_s c_s agreement_s) / sum(W_s).
+5. **Quality filters**: a directional signal needs ``strength >= signals.min_signal_strength``;
+   AI_MODEL also ``confidence >= ai_model.prediction_threshold`` and consensus >=
+   ``ensemble.consensus_threshold``; COMPOSITE also ``confidence >= ensemble.confidence_threshold``.
+6. **Conflicts**: if LONG and SHORT both survive, only the signals on the composite's side are
+   kept (none when the composite did not pass); the overruled ones are named in ``reasons``.
+
+Signals carry the bar's close time and expire ``signals.signal_expiry_minutes`` later. Adaptive
+weights use each specialist's realised return over the last ``ensemble.performance_window``
+bars (its previous vote x this bar's close-to-close return; 0 when it did not vote). The
+prediction cache key is (symbol, bar time, position). Direction and conviction only: no sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from l2_tactical.clock import Clock, SystemClock
+from l2_tactical.config import L2Config
+from l2_tactical.data.features import feature_set
+from l2_tactical.data.resample import TIMEFRAME_SECONDS, timeframe_ns
+from l2_tactical.ensemble.confidence_calc import composite_confidence
+from l2_tactical.ensemble.consensus_builder import SourceVote, compose_sources
+from l2_tactical.ensemble.performance import REGIME_FAVOURS
+from l2_tactical.ensemble.voting_strategy import NEUTRAL_BAND, direction_of, side_of
+from l2_tactical.errors import DataError
+from l2_tactical.finrl_models.ensemble_manager import EnsembleDecision, EnsembleManager
+from l2_tactical.finrl_models.feature_processor import (
+    FLAT,
+    FeaturePlan,
+    ObservationWindow,
+    PositionState,
+    build_observation,
+    plan_features,
+    ready_runs,
+)
+from l2_tactical.messages import SignalDirection, SignalSource, StrategicDecision, TacticalSignal
+from l2_tactical.technical.feature_updater import ohlcv_arrays
+from l2_tactical.technical.multi_timeframe import timeframe_consensus
+from l2_tactical.technical.signals import pattern_signal, technical_signal
+
+_DIRECTIONS = {1: SignalDirection.LONG, -1: SignalDirection.SHORT, 0: SignalDirection.NEUTRAL}
+_NS_TO_TF = {s * 1_000_000_000: tf for tf, s in TIMEFRAME_SECONDS.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One bar's outcome for one symbol: the composite view and the signals that passed."""
+
+    symbol: str
+    timestamp: datetime  # the bar's close
+    price: float
+    exposure: float  # composite target exposure in [-1, 1], before filters
+    confidence: float
+    signals: tuple[TacticalSignal, ...]
+    ensemble: EnsembleDecision | None
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def direction(self) -> SignalDirection:
+        return _DIRECTIONS[int(direction_of([self.exposure])[0])]
+
+    @property
+    def composite(self) -> TacticalSignal | None:
+        return next((s for s in self.signals if s.source is SignalSource.COMPOSITE), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    regime: str | None = None
+    strength: float = 1.0
+    preferred: bool | None = None
+
+
+def parse_regime(regime_context: Any, symbol: str) -> Context:
+    """L3's context: a mapping (seed 000: regime, strength, preferred_assets) or a StrategicDecision."""
+    if regime_context is None:
+        return Context()
+    if isinstance(regime_context, StrategicDecision):
+        return Context(regime_context.regime.value, regime_context.strength, symbol in regime_context.universe)
+    if not isinstance(regime_context, Mapping):
+        raise ValueError(f"regime_context={regime_context!r}: expected a mapping or a StrategicDecision")
+    regime = regime_context.get("regime")
+    if regime is not None and regime not in REGIME_FAVOURS:
+        raise ValueError(f"regime_context['regime']={regime!r}: not one of {sorted(REGIME_FAVOURS)}")
+    strength = float(regime_context.get("strength", 1.0))
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"regime_context['strength']={strength!r}: must be in [0, 1]")
+    assets = regime_context.get("preferred_assets")
+    return Context(regime, strength, None if assets is None else symbol in assets)
+
+
+@dataclass
+class _State:
+    """What one symbol carries from bar to bar."""
+
+    plan: FeaturePlan
+    tracker: Any
+    updater: Any = None
+    windows: dict[str, ObservationWindow] = field(default_factory=dict)
+    runs: dict[str, int] = field(default_factory=dict)
+    last_votes: dict[str, float] = field(default_factory=dict)
+    prev_close: float | None = None
+    prev_row: dict[str, float] | None = None
+
+
+class SignalGenerator:
+    """See the module docstring. ``ensemble`` defaults to loading ``config.ensemble.models``."""
+
+    def __init__(self, config: L2Config, *, ensemble: EnsembleManager | None = None, clock: Clock | None = None,
+                 timeframe: str | None = None) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.ensemble = ensemble or EnsembleManager.from_config(config, clock=self.clock)
+        self.timeframe = timeframe or config.timeframes.primary
+        timeframe_ns(self.timeframe)
+        self._plans: dict[str, FeaturePlan] = {}
+        self._states: dict[str, _State] = {}
+        self._expiry = timedelta(minutes=config.signals.signal_expiry_minutes)
+
+    # ------------------------------------------------------------------ public API
+    def generate_signals(self, market_data: Any, symbol: str, regime_context: Any = None,
+                         position: PositionState | None = None) -> list[TacticalSignal]:
+        """Signals for the last closed bar of ``market_data`` (OHLCV frame indexed by UTC open time)."""
+        return list(self.decisions(market_data, symbol, regime_context, position, last=1)[-1].signals)
+
+    def decisions(self, market_data: Any, symbol: str, regime_context: Any = None,
+                  position: PositionState | None = None, *, last: int | None = None) -> list[Decision]:
+        """Batch path: the decision of each of the ``last`` bars (all bars when None)."""
+        ctx, pos = parse_regime(regime_context, symbol), position or FLAT
+        base = infer_timeframe(market_data)
+        plan = self._plan(base)
+        _, ts, _ = ohlcv_arrays(market_data, base)
+        n = ts.shape[0]
+        if n == 0:
+            raise DataError(f"market_data for {symbol} has no bars")
+        matrix = plan.feature_set.build(market_data)
+        close = getattr(market_data, "frame", market_data)["close"].to_numpy(dtype=np.float64)
+        runs = {name: ready_runs(matrix.ready[:, cols].all(axis=1)) for name, cols in plan.columns.items()}
+        all_ready = matrix.ready.all(axis=1)
+        last = n if last is None else max(1, min(int(last), n))
+        start = max(0, n - last - self.config.ensemble.performance_window - 1)
+        state = _State(plan=plan, tracker=self.ensemble.new_tracker())
+        out: list[Decision] = []
+        for t in range(start, n):
+            obs = {name: build_observation(matrix.values[t - plan.windows[name] + 1:t + 1, cols],
+                                           pos.vector(self._scale(name)))
+                   if runs[name][t] >= plan.windows[name] else None for name, cols in plan.columns.items()}
+            d = self._decide(state, symbol, int(ts[t]), float(close[t]), matrix.values[t], bool(all_ready[t]),
+                             obs, ctx, pos)
+            if t >= n - last:
+                out.append(d)
+        return out
+
+    def warm_up(self, symbol: str, history: Any, regime_context: Any = None,
+                position: PositionState | None = None) -> None:
+        """Start (or restart) ``symbol``'s stream on ``history``; :meth:`on_bar` continues after its last bar."""
+        base = infer_timeframe(history)
+        _, ts, cols = ohlcv_arrays(history, base)
+        state = self._new_state(base)
+        self._states[symbol] = state
+        replay_from = max(0, ts.shape[0] - self.config.ensemble.performance_window - 1)
+        for i, bar in enumerate(zip(ts.tolist(), *(c.tolist() for c in cols), strict=True)):
+            if i >= replay_from:
+                self._stream(state, symbol, bar, regime_context, position)
+            else:
+                state.updater.advance(*bar)
+                self._push_windows(state, state.updater.row())
+                state.prev_close = bar[4]
+
+    def on_bar(self, symbol: str, candle: Any, regime_context: Any = None,
+               position: PositionState | None = None) -> Decision:
+        """Streaming path: feed one closed bar ``(open_time, open, high, low, close, volume)``; that bar's decision."""
+        state = self._states.get(symbol)
+        if state is None:
+            state = self._states[symbol] = self._new_state(self.timeframe)
+        return self._stream(state, symbol, _candle_tuple(candle), regime_context, position)
+
+    # ------------------------------------------------------------------ shared per-bar step
+    def _stream(self, state: _State, symbol: str, bar: tuple, regime_context: Any,
+                position: PositionState | None) -> Decision:
+        ctx, pos = parse_regime(regime_context, symbol), position or FLAT
+        state.updater.advance(*bar)
+        row = state.updater.row()
+        self._push_windows(state, row)
+        obs = {name: w.observation(pos.vector(self._scale(name))) if state.runs[name] >= w.window else None
+               for name, w in state.windows.items()}
+        return self._decide(state, symbol, bar[0], bar[4], row, state.updater.is_ready, obs, ctx, pos)
+
+    def _push_windows(self, state: _State, row: np.ndarray) -> None:
+        ready = state.updater.ready
+        for name, w in state.windows.items():
+            w.push(row)
+            state.runs[name] = state.runs[name] + 1 if ready[w.columns].all() else 0
+
+    def _decide(self, state: _State, symbol: str, ts_ns: int, close: float, row: np.ndarray, ready: bool,
+                obs: Mapping[str, np.ndarray | None], ctx: Context, pos: PositionState) -> Decision:
+        self._record(state, close)
+        when = datetime.fromtimestamp((ts_ns + state.plan.bar_ns) / 1e9, tz=timezone.utc)
+        ens = self.ensemble.predict(obs, tracker=state.tracker, regime=ctx.regime, strength=ctx.strength,
+                                    key=(symbol, ts_ns, pos.key()))
+        state.last_votes = {v.name: (v.exposure if v.answered else 0.0) for v in ens.votes}
+        tech = patt = None
+        if ready:
+            values = dict(zip(state.plan.names, row.tolist(), strict=True))
+            tech, patt = self._technical(state, symbol, values, close, when)
+            state.prev_row = values
+        return self._compose(symbol, when, close, ens, tech, patt, ctx)
+
+    def _record(self, state: _State, close: float) -> None:
+        if state.prev_close is not None and state.last_votes:
+            state.tracker.record(state.last_votes, close / state.prev_close - 1.0)
+        state.prev_close = close
+
+    def _technical(self, state: _State, symbol: str, values: dict[str, float], close: float, when: datetime
+                   ) -> tuple[TacticalSignal | None, TacticalSignal | None]:
+        base = state.plan.feature_set.base_timeframe
+        macd = {tf: values[col] for tf, col in state.plan.macd_columns.items()}
+        consensus = None
+        if len(macd) > 1:
+            consensus = timeframe_consensus(macd, alignment_threshold=self.config.timeframes.alignment_threshold)
+        tech = technical_signal(symbol, values, price=close, timestamp=when, timeframe=base,
+                                previous=state.prev_row, consensus=consensus, expiry=self._expiry)
+        patt = pattern_signal(symbol, values, price=close, timestamp=when, timeframe=base, expiry=self._expiry)
+        return tech, patt
+
+    # ------------------------------------------------------------------ composite, filters, conflicts
+    def _compose(self, symbol: str, when: datetime, close: float, ens: EnsembleDecision,
+                 tech: TacticalSignal | None, patt: TacticalSignal | None, ctx: Context) -> Decision:
+        cfg, reasons = self.config, []
+        ai_ok = ens.answered > 0
+        agreeing = ens.consensus >= cfg.ensemble.consensus_threshold
+        votes = []
+        if ai_ok:
+            votes.append(SourceVote("ai_model", ens.exposure if agreeing else 0.0, ens.confidence if agreeing else 0.0,
+                                    cfg.signals.ai_model_weight))
+        for src, sig, w in (("technical", tech, cfg.signals.technical_weight),
+                            ("pattern", patt, cfg.signals.pattern_weight)):
+            votes.append(SourceVote(src, sig.exposure if sig else 0.0, sig.confidence if sig else 0.0, w))
+        comp = compose_sources(votes)
+        conf = composite_confidence([v.confidence for v in votes], comp.agreement, [v.weight for v in votes],
+                                    coverage=1.0)
+        # candidates: (source, exposure, confidence, failed filters, ready-made signal or None)
+        s = cfg.signals.min_signal_strength
+        cands = []
+        if ai_ok:
+            cands.append((SignalSource.AI_MODEL, ens.exposure, ens.confidence, _failed(
+                ("strength", abs(ens.exposure), "min_signal_strength", s),
+                ("confidence", ens.confidence, "prediction_threshold", cfg.ai_model.prediction_threshold),
+                ("consensus", ens.consensus, "consensus_threshold", cfg.ensemble.consensus_threshold)), None))
+        for sig in (tech, patt):
+            if sig is not None:
+                cands.append((sig.source, sig.exposure, sig.confidence,
+                              _failed(("strength", sig.strength, "min_signal_strength", s)), sig))
+        cands.append((SignalSource.COMPOSITE, comp.exposure, conf, _failed(
+            ("strength", abs(comp.exposure), "min_signal_strength", s),
+            ("confidence", conf, "confidence_threshold", cfg.ensemble.confidence_threshold)), None))
+        kept = []
+        for src, e, c, failed, sig in cands:
+            if side_of(e, NEUTRAL_BAND) == 0:
+                continue
+            if failed:
+                reasons.append(f"{src.value} dropped: {failed}")
+            else:
+                kept.append((src, e, c, sig))
+        kept = _resolve_conflicts(kept, comp.exposure, reasons)
+        ens_meta = ens.to_metadata() if ai_ok else None
+        signals = tuple(sig if sig is not None else self._signal(
+            symbol, src, e, c, close, when, ens_meta if src is SignalSource.AI_MODEL
+            else self._composite_meta(ens, ens_meta, votes, comp, ctx, reasons)) for src, e, c, sig in kept)
+        return Decision(symbol, when, close, comp.exposure, conf, signals, ens if ai_ok else None, tuple(reasons))
+
+    @staticmethod
+    def _composite_meta(ens: EnsembleDecision, ens_meta: dict[str, Any] | None, votes: list[SourceVote],
+                        comp: Any, ctx: Context, reasons: list[str]) -> dict[str, Any]:
+        status = ("ok" if not ens.degraded else "degraded") if ens_meta else "unavailable: technical + pattern only"
+        meta: dict[str, Any] = {
+            "ai_status": status, "regime": ctx.regime, "regime_strength": ctx.strength,
+            "preferred_asset": ctx.preferred, "source_agreement": round(comp.consensus, 6),
+            "sources": {v.source: {"exposure": round(v.exposure, 6), "confidence": round(v.confidence, 6),
+                                   "weight": v.weight} for v in votes},
+            "filtered": list(reasons),
+        }
+        if ens_meta is not None:
+            meta["ensemble"] = ens_meta
+        else:
+            meta["ai_reasons"] = list(ens.degraded)
+        return meta
+
+    def _signal(self, symbol: str, source: SignalSource, exposure: float, confidence: float, close: float,
+                when: datetime, metadata: dict[str, Any] | None) -> TacticalSignal:
+        d = side_of(exposure, NEUTRAL_BAND)
+        return TacticalSignal(symbol=symbol, direction=_DIRECTIONS[d], strength=round(min(1.0, abs(exposure)), 6),
+                              confidence=round(min(1.0, max(0.0, confidence)), 6), price=close, timestamp=when,
+                              source=source, metadata=metadata or {}, expires_at=when + self._expiry)
+
+    # ------------------------------------------------------------------ state
+    def _plan(self, base: str) -> FeaturePlan:
+        if base not in self._plans:
+            self._plans[base] = plan_features(feature_set("full", base), self.ensemble.available)
+            for name, why in self._plans[base].excluded.items():
+                self.ensemble.unavailable.setdefault(f"{name}@{base}", why)
+        return self._plans[base]
+
+    def _new_state(self, base: str) -> _State:
+        plan = self._plan(base)
+        state = _State(plan=plan, tracker=self.ensemble.new_tracker(), updater=plan.feature_set.incremental())
+        state.windows = {n: ObservationWindow(cols, plan.windows[n]) for n, cols in plan.columns.items()}
+        state.runs = dict.fromkeys(plan.columns, 0)
+        return state
+
+    def _scale(self, name: str) -> float:
+        spec = self.ensemble.specialists.get(name)
+        return spec.holding_scale_bars if spec is not None else 24.0
+
+
+def _failed(*tests: tuple[str, float, str, float]) -> str:
+    """``"strength 0.21 < min_signal_strength 0.3; ..."`` for the failed (what, value, name, limit) tests."""
+    return "; ".join(f"{what} {value:.2f} < {name} {limit}" for what, value, name, limit in tests if value < limit)
+
+
+def _resolve_conflicts(kept: list[tuple], composite_exposure: float, reasons: list[str]) -> list[tuple]:
+    """Keep only the composite's side when both LONG and SHORT candidates survived the filters."""
+    sides = {side_of(e, NEUTRAL_BAND) for _, e, _, _ in kept}
+    if len(sides) < 2:
+        return kept
+    comp_passed = any(src is SignalSource.COMPOSITE for src, *_ in kept)
+    winner = side_of(composite_exposure, NEUTRAL_BAND) if comp_passed else None
+    out = [k for k in kept if side_of(k[1], NEUTRAL_BAND) == winner]
+    for src, e, _, _ in kept:
+        if side_of(e, NEUTRAL_BAND) != winner:
+            why = f"composite is {_DIRECTIONS[winner].value}" if winner is not None else "no composite passed"
+            reasons.append(f"conflict: {src.value} {_DIRECTIONS[side_of(e, NEUTRAL_BAND)].value} overruled ({why})")
+    return out
+
+
+def infer_timeframe(market_data: Any) -> str:
+    """The bar timeframe of a frame (``Candles.timeframe`` when given): the smallest step between bars."""
+    tf = getattr(market_data, "timeframe", None)
+    if isinstance(tf, str):
+        return tf
+    frame = getattr(market_data, "frame", market_data)
+    try:
+        ts = np.asarray(frame.index.asi8 if hasattr(frame.index, "asi8") else [], dtype=np.int64)
+    except (AttributeError, TypeError):
+        ts = np.zeros(0, np.int64)
+    steps = np.diff(ts[:500])
+    steps = steps[steps > 0]
+    unit = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}.get(getattr(frame.index, "unit", "ns"), 1)
+    step = int(steps.min()) * unit if steps.size else 0
+    if step not in _NS_TO_TF:
+        raise DataError(f"cannot tell the bar timeframe of market_data: smallest step between bars is "
+                        f"{step / 1e9:g} s (known: {', '.join(TIMEFRAME_SECONDS)})", column="timestamp")
+    return _NS_TO_TF[step]
+
+
+def _candle_tuple(candle: Any) -> tuple[int, float, float, float, float, float]:
+    """``(open_time_ns, o, h, l, c, v)`` from a tuple, a mapping with ``timestamp`` or a Series named by time."""
+    keys = ("open", "high", "low", "close", "volume")
+    if isinstance(candle, tuple | list) and len(candle) == 6:
+        ts, *values = candle
+    elif isinstance(candle, pd.Series):
+        ts, values = candle.get("timestamp", candle.name), [candle.get(k) for k in keys]
+    elif isinstance(candle, Mapping):
+        ts, values = candle.get("timestamp"), [candle.get(k) for k in keys]
+    else:
+        raise DataError(f"candle {candle!r}: expected (timestamp, open, high, low, close, volume)")
+    if ts is None or any(v is None for v in values):
+        raise DataError(f"candle {candle!r}: needs timestamp, open, high, low, close and volume")
+    if isinstance(ts, int | np.integer):
+        ns = int(ts)
+    else:
+        stamp = pd.Timestamp(ts)
+        ns = int((stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).value)
+    o, h, lo, c, v = (float(x) for x in values)
+    return ns, o, h, lo, c, v
