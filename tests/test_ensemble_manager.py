@@ -163,9 +163,9 @@ def test_from_config_carries_on_when_model_files_are_missing(tmp_path: Path) -> 
 
 
 def test_from_config_loads_a_published_specialist_through_the_safe_loader(tmp_path: Path) -> None:
-    from tests.test_fast_policy import btc_1h_tail, publish_specialist, train_specialist
+    from tests.test_fast_policy import publish_specialist, shared_ensemble
 
-    model, env = train_specialist("trend", "PPO", btc_1h_tail(1200), steps=64)
+    model, env = shared_ensemble("1h")[1]["trend"]
     (tmp_path / "saved_models").mkdir()
     publish_specialist(model, env, tmp_path / "saved_models" / "trend.zip", specialist="trend", algorithm="PPO")
     (tmp_path / "saved_models" / "volatility.zip").write_bytes(b"PK\x03\x04 not pinned")

@@ -132,8 +132,11 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def trained() -> dict[tuple[str, str, str | None], tuple[Any, Any]]:
-    data = btc_1h_tail()
-    return {case: train_specialist(case[0], case[1], data, action_mode=case[2]) for case in CASES}
+    _, models = shared_ensemble("1h")
+    out = {(name, algo, None): models[name] for name, algo in (("trend", "PPO"), ("mean_reversion", "A2C"),
+                                                               ("volatility", "SAC"))}
+    out[CASES[3]] = train_specialist(CASES[3][0], CASES[3][1], btc_1h_tail(), action_mode=CASES[3][2])
+    return out
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}")
@@ -206,12 +209,41 @@ ENSEMBLE = (("trend", "PPO"), ("mean_reversion", "A2C"), ("volatility", "SAC"))
 
 def publish_ensemble(root: Path, data: Any, steps: int = 64) -> Path:
     """Train and publish the three default specialists under ``root/saved_models`` (the config's paths)."""
+    _publish(root, data, steps)
+    return root
+
+
+def _publish(root: Path, data: Any, steps: int) -> dict[str, tuple[Any, Any]]:
     folder = root / "saved_models"
     folder.mkdir(parents=True, exist_ok=True)
+    out = {}
     for specialist, algorithm in ENSEMBLE:
         model, env = train_specialist(specialist, algorithm, data, steps=steps)
         publish_specialist(model, env, folder / f"{specialist}.zip", specialist=specialist, algorithm=algorithm)
-    return root
+        out[specialist] = (model, env)
+    return out
+
+
+_SHARED: dict[str, tuple[Path, dict[str, tuple[Any, Any]]]] = {}
+
+
+def shared_ensemble(timeframe: str) -> tuple[Path, dict[str, tuple[Any, Any]]]:
+    """The three specialists trained once per test process on real BTCUSDT ``timeframe`` bars (1h: the last
+    2500 bars; 1m: the first 4000) and published in a temporary root; returns (root, {name: (model, env)})."""
+    if timeframe not in _SHARED:
+        import atexit
+        import shutil
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix=f"l2-specialists-{timeframe}-"))
+        atexit.register(shutil.rmtree, root, True)
+        if timeframe == "1h":
+            data = btc_1h_tail(2500)
+        else:
+            candles = load_candles(BTC_1M)
+            data = candles.slice(None, candles.frame.index[4000])
+        _SHARED[timeframe] = (root, _publish(root, data, 64))
+    return _SHARED[timeframe]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}")

@@ -20,7 +20,7 @@ from l2_tactical.errors import DataError
 from l2_tactical.finrl_models.ensemble_manager import EnsembleManager, Specialist
 from l2_tactical.messages import SignalDirection, SignalSource, TacticalSignal
 from l2_tactical.signal_generator import SignalGenerator, infer_timeframe
-from tests.test_fast_policy import BTC_1H, btc_1h_tail, publish_ensemble
+from tests.test_fast_policy import BTC_1H, shared_ensemble
 
 CONFIG = Path(__file__).resolve().parent.parent / "config" / "l2_config.yaml"
 REGIME = {"regime": "trending", "strength": 0.8, "preferred_assets": ["BTCUSDT", "ETHUSDT"]}
@@ -39,8 +39,8 @@ def btc_1h() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return publish_ensemble(tmp_path_factory.mktemp("models_1h"), btc_1h_tail(2500))
+def models_root() -> Path:
+    return shared_ensemble("1h")[0]
 
 
 def fixed_ensemble(cfg: L2Config, answers: dict[str, tuple[float, float]], clock=None) -> EnsembleManager:

@@ -140,7 +140,7 @@ class _Rolling:
         if self._score is None:
             n = len(self.values)
             var = (self.s2 - self.s1 * self.s1 / n) / (n - 1) if n >= 2 else 0.0
-            if n < 2 or var <= 1e-12 * max(self.s2 / n, 1e-300) or max(self.values) == min(self.values):
+            if n < 2 or var <= max(1e-30, 1e-12 * self.s2 / n) or max(self.values) == min(self.values):
                 self._score = 0.0
             else:
                 self._score = math.tanh(self.s1 / n / math.sqrt(var) * math.sqrt(n) / 2.0)
