@@ -184,3 +184,28 @@ def test_paper_over_redis_runs_l1_as_its_own_process(l1_installed, redis_url):
         if keys:
             client.delete(*keys)
         client.close()
+
+
+def test_dashboard_draws_a_live_table_on_a_terminal_and_plain_lines_otherwise():
+    import io
+    import math
+
+    from l2_tactical.dashboard import Dashboard
+
+    snap = {"bars": 7, "signals_per_hour": 2.5, "avg_confidence": 0.61, "avg_consensus": math.nan,
+            "open_positions": 1, "portfolio_heat": 0.015, "latency_p95_ms": 1.25, "equity": 10_012.5,
+            "orders": 3, "fills": 2, "gate": "stale_heartbeat"}
+    tty = io.StringIO()
+    board = Dashboard(stream=tty, live=True, every_s=0.0)
+    board.update(snap)
+    board.close()
+    drawn = tty.getvalue()
+    for text in ("signals / hour", "2.5", "consensus", "n/a", "portfolio heat", "1.50%", "1.25 ms", "stale_heartbeat"):
+        assert text in drawn
+    plain = io.StringIO()
+    board = Dashboard(stream=plain, every_s=3600.0)  # a StringIO is not a TTY: plain lines, throttled
+    board.update(snap)
+    board.update({**snap, "bars": 8})
+    assert plain.getvalue().count("\n") == 1 and "bars 7" in plain.getvalue()
+    board.close()  # the last snapshot is always drawn
+    assert "bars 8" in plain.getvalue()
