@@ -6,7 +6,8 @@ Mapping of the port's primitives:
 * new entries -> ``XREADGROUP GROUP g c COUNT n BLOCK ms STREAMS stream >``
 * own pending -> ``XREADGROUP ... STREAMS stream <after>`` pipelined with ``XPENDING`` for the delivery counts
 * idle entries of a vanished consumer -> ``XAUTOCLAIM ... JUSTID`` (does not count as a delivery)
-* settle -> one ``MULTI``: ``XADD`` each dead letter to ``{prefix}:dead:{topic}``, then ``XACK`` the batch
+* settle -> ``XACK`` of the handled batch, pipelined with the consumer's next read (one round trip; flushed
+  at close); with dead letters, one ``MULTI``: ``XADD`` each to ``{prefix}:dead:{topic}``, then ``XACK``
 
 Connection failures, timeouts and a missing group (Redis restarted without its
 data) surface as TransientError; the shared consumer loop backs off with jitter,
@@ -78,6 +79,7 @@ class RedisStreamsBus(MessageBus):
             raise ValueError(f"maxlen={maxlen!r}: must be >= 1")
         self._r = client
         self.maxlen = maxlen
+        self._acks: dict[tuple[str, str], list[str]] = {}  # settled ids whose XACK rides on the next read
 
     @classmethod
     def from_url(cls, url: str, *, maxlen: int = 100_000, **kwargs: Any) -> RedisStreamsBus:
@@ -105,19 +107,31 @@ class RedisStreamsBus(MessageBus):
                 if "BUSYGROUP" not in str(exc):
                     raise
 
+    def _pipe_with_acks(self, stream: str, group: str) -> tuple[Any, int]:
+        """A pipeline that first acknowledges the entries settled since the last read (one round trip)."""
+        pipe = self._r.pipeline(transaction=False)
+        ids = self._acks.get((stream, group))
+        if ids:
+            pipe.xack(stream, group, *ids)
+        return pipe, 1 if ids else 0
+
     async def _read_new(self, stream: str, group: str, consumer: str, count: int, block: float) -> list[RawEntry]:
         ms = int(block * 1000)
         with _transient("XREADGROUP"):
-            resp = await self._r.xreadgroup(group, consumer, {stream: ">"}, count=count, block=ms if ms > 0 else None)
+            pipe, skip = self._pipe_with_acks(stream, group)
+            pipe.xreadgroup(group, consumer, {stream: ">"}, count=count, block=ms if ms > 0 else None)
+            resp = (await pipe.execute())[skip]
+        self._acks.pop((stream, group), None)
         return [RawEntry(i, f, 1) for i, f in _entries(resp)]
 
     async def _read_pending(self, stream: str, group: str, consumer: str, after: str, count: int) -> list[RawEntry]:
         with _transient("XREADGROUP pending"):
-            pipe = self._r.pipeline(transaction=False)
+            pipe, skip = self._pipe_with_acks(stream, group)
             pipe.xreadgroup(group, consumer, {stream: after}, count=count)
             pipe.xpending_range(stream, group, min="-" if after == "0" else f"({after}", max="+", count=count,
                                 consumername=consumer)
-            resp, pending = await pipe.execute()
+            resp, pending = (await pipe.execute())[skip:]
+        self._acks.pop((stream, group), None)
         counts = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
         return [RawEntry(i, f, counts.get(i, 1)) for i, f in _entries(resp)]
 
@@ -129,10 +143,10 @@ class RedisStreamsBus(MessageBus):
 
     async def _settle(self, stream: str, group: str, ack: Sequence[str], dead: Sequence[DeadLetter],
                       dead_stream: str) -> None:
+        if not dead:  # acknowledged together with the next read of this stream (or at close)
+            self._acks.setdefault((stream, group), []).extend(ack)
+            return
         with _transient("XACK"):
-            if not dead:
-                await self._r.xack(stream, group, *ack)
-                return
             pipe = self._r.pipeline(transaction=True)
             for d in dead:
                 pipe.xadd(dead_stream, d.to_fields(), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
@@ -145,5 +159,9 @@ class RedisStreamsBus(MessageBus):
         return [DeadLetter.from_fields(_fields(raw)) for _, raw in items]
 
     async def _close_transport(self) -> None:
+        with contextlib.suppress(Exception):
+            for (stream, group), ids in self._acks.items():
+                await self._r.xack(stream, group, *ids)
+        self._acks.clear()
         with contextlib.suppress(Exception):
             await self._r.aclose()
