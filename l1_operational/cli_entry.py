@@ -1,5 +1,11 @@
 """Run L1 as its own process: ``python -m l1_operational --bus URL --journal URL --feed replay:FILE``.
 
+Modes: PAPER (default) fills on the simulator. TESTNET / LIVE route orders to Binance through
+python-binance (:class:`l1_operational.binance_executor.BinanceExecutor`) and need
+``BINANCE_MODE=<mode>`` in the environment AND ``--confirm-live``, with the keys in
+``BINANCE_API_KEY`` / ``BINANCE_API_SECRET``; ``--order-url`` points the orders at another
+Binance-compatible REST base (e.g. the local replay exchange on 127.0.0.1).
+
 Feeds: ``replay:data/BTCUSDT-1m.csv.gz[,data/ETHUSDT-1m.csv.gz]`` (``--speed N``, ``--start``,
 ``--end``) or ``binance:BTCUSDT[,ETHUSDT][@1m]`` (``--rest-url``/``--stream-url`` to point
 python-binance elsewhere, e.g. the local replay server; ``--testnet-data`` for the spot testnet).
@@ -49,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-json", help="also write the final summary here")
     p.add_argument("--mode", help="PAPER | TESTNET | LIVE (default: l1.mode)")
     p.add_argument("--confirm-live", action="store_true", help="explicit confirmation for TESTNET/LIVE")
+    p.add_argument("--order-url", help="TESTNET/LIVE: REST base for orders (https Binance host or loopback)")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -80,7 +87,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from l1_operational.bus_adapter import L1BusAdapter
     from l1_operational.executor import PaperExecutor
     from l1_operational.journal import Journal
-    from l1_operational.live_gate import install_redaction, resolve_mode
+    from l1_operational.live_gate import check_order_url, install_redaction, resolve_mode
     from l1_operational.metrics_log import MetricsLog
     from l2_tactical.bus import open_bus
     from l2_tactical.clock import SimulatedClock, SystemClock
@@ -89,17 +96,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     install_redaction()
     cfg = L2Config.from_file(args.config) if args.config else L2Config.from_env()
     mode = resolve_mode(args.mode or cfg.l1.mode, confirm=args.confirm_live)
-    if mode != "PAPER":
-        raise ConfigError(f"mode {mode}: order routing to Binance is not part of this build; run PAPER")
+    order_url = check_order_url(args.order_url) if args.order_url else None
+    if order_url and mode == "PAPER":
+        raise ConfigError("--order-url is for TESTNET/LIVE; PAPER fills on the simulator")
     feed, is_replay = make_feed(args.feed, args)
     clock: Any = SimulatedClock(first_bar_time(feed)) if is_replay else SystemClock()
     journal = Journal(args.journal or cfg.l1.journal_url)
-    executor = PaperExecutor.from_config(cfg, journal=journal, clock=clock)
+    executor: Any
+    if mode == "PAPER":
+        executor, adapter_cls = PaperExecutor.from_config(cfg, journal=journal, clock=clock), L1BusAdapter
+    else:
+        from l1_operational.binance_executor import BinanceBusAdapter, BinanceExecutor
+
+        executor = BinanceExecutor.from_config(cfg, mode=mode, journal=journal, clock=clock, rest_url=order_url)
+        adapter_cls = BinanceBusAdapter
     bus = open_bus(args.bus or cfg.bus.url, prefix=args.prefix or cfg.bus.stream_prefix, group=args.group,
                    consumer=args.consumer, max_deliveries=cfg.bus.max_deliveries, clock=clock,
                    retry_base_seconds=cfg.bus.retry_base_seconds, retry_max_seconds=cfg.bus.retry_max_seconds)
     metrics = MetricsLog(args.metrics_csv or cfg.l1.metrics_csv)
-    adapter = L1BusAdapter(bus, executor, metrics=metrics, advance_clock=is_replay,
+    adapter = adapter_cls(bus, executor, metrics=metrics, advance_clock=is_replay,
                            heartbeat_seconds=args.heartbeat_seconds or cfg.bus.heartbeat_seconds)
     try:
         await adapter.start()

@@ -3,6 +3,8 @@
 * PAPER is the default. TESTNET or LIVE is granted only when BOTH the environment says so
   (``BINANCE_MODE=TESTNET`` / ``BINANCE_MODE=LIVE``) AND the caller passes the confirmation
   flag (``--confirm-live``). Anything else is a :class:`ConfigError` naming what is missing.
+* Signed requests (they carry the API key) only go to Binance's own hosts over https or to a
+  loopback exchange (the local replay server): :func:`check_order_url`.
 * API keys come from the environment only (``BINANCE_API_KEY``, ``BINANCE_API_SECRET``) and
   are never logged: :class:`RedactingFilter` replaces them (and any ``signature=``/API-key
   header value) in every log record with ``***``.
@@ -12,10 +14,12 @@ This module reads the environment on purpose: it is the adapter that holds the s
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
+from urllib.parse import urlparse
 
 from l2_tactical.errors import ConfigError
 
@@ -49,6 +53,32 @@ def resolve_mode(requested: str, *, confirm: bool, env: Mapping[str, str] | None
     if missing:
         raise ConfigError(f"mode {mode} needs {', '.join(missing)} in the environment")
     return mode
+
+
+BINANCE_DOMAINS = ("binance.com", "binance.vision")
+
+
+def check_order_url(url: str) -> str:
+    """``url`` if signed requests may go there: https on a Binance domain, or http(s) on loopback.
+
+    >>> check_order_url("http://127.0.0.1:8765")
+    'http://127.0.0.1:8765'
+    >>> check_order_url("http://api.binance.com")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    l2_tactical.errors.ConfigError: --order-url='http://api.binance.com': the API key may only go to https://...
+    """
+    parsed = urlparse(url)
+    host = (parsed.hostname or "").lower()
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    binance = parsed.scheme == "https" and any(host == d or host.endswith("." + d) for d in BINANCE_DOMAINS)
+    if not (binance or (loopback and parsed.scheme in ("http", "https"))):
+        raise ConfigError(f"--order-url={url!r}: the API key may only go to https://*.binance.com / *.binance.vision "
+                          "or to a loopback address")
+    return url
 
 
 def api_credentials(env: Mapping[str, str] | None = None) -> tuple[str, str]:

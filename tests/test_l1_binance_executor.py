@@ -312,3 +312,134 @@ def test_fills_in_another_commission_asset_are_averaged_but_not_valued():
                          {"price": "20", "qty": "1", "commission": "0.2", "commissionAsset": "USDT"}],
                         Side.SELL, "ETH", "USDT")
     assert (s.executed, s.avg_price, s.fee, s.base_delta) == (4.0, 12.5, 0.2, -4.0)
+
+
+# ------------------------------------------------------------------ the L1 process
+
+
+@contextlib.contextmanager
+def exchange_in_thread(start: str):
+    """The local exchange on its own event loop (the L1 process under test runs asyncio.run itself)."""
+    import threading
+
+    server = BinanceReplayServer([BTC_1H, ETH_1H], limits=LIMITS, start=start, api_key=KEY, api_secret=SECRET,
+                                 balances={"USDT": 5_000.0})
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.run_until_complete(server.stop())
+        loop.close()
+
+
+def l1_args(tmp_path, *extra):
+    return ["--feed", f"replay:{BTC_1H}", "--start", "2020-03-12T06:00:00Z", "--end", "2020-03-12T09:00:00Z",
+            "--bus", "memory://binance-test", "--journal", f"sqlite:///{tmp_path / 'l1.sqlite'}",
+            "--metrics-csv", str(tmp_path / "metrics.csv"), "--linger", "0", *extra]
+
+
+def test_l1_process_runs_testnet_mode_with_orders_to_the_local_exchange(tmp_path, monkeypatch, capsys):
+    import json
+
+    from l1_operational.cli_entry import main
+
+    monkeypatch.setenv("BINANCE_MODE", "TESTNET")
+    with exchange_in_thread(START_A) as server:
+        code = main(l1_args(tmp_path, "--mode", "TESTNET", "--confirm-live", "--order-url", server.rest_url))
+        signed = list(server.signed)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["mode"] == "TESTNET" and summary["balances"]["USDT"] == 5_000.0   # the exchange's account
+    assert ("GET", "/api/v3/account") in {(m, p) for m, p, _ in signed}
+    assert KEY not in out + err and SECRET not in out + err
+
+
+@pytest.mark.parametrize(("env_mode", "extra", "needle"), [
+    (None, ["--mode", "LIVE", "--confirm-live"], "BINANCE_MODE=LIVE"),
+    ("LIVE", ["--mode", "LIVE"], "--confirm-live"),
+    ("LIVE", ["--mode", "TESTNET", "--confirm-live"], "BINANCE_MODE=TESTNET"),
+    ("LIVE", ["--mode", "LIVE", "--confirm-live", "--order-url", "https://binance.example.com"], "--order-url"),
+    ("LIVE", ["--mode", "LIVE", "--confirm-live", "--order-url", "http://api.binance.com"], "--order-url"),
+])
+def test_l1_process_refuses_real_order_routing_without_every_opt_in(tmp_path, monkeypatch, capsys, env_mode, extra,
+                                                                     needle):
+    from l1_operational.cli_entry import main
+
+    if env_mode is None:
+        monkeypatch.delenv("BINANCE_MODE", raising=False)
+    else:
+        monkeypatch.setenv("BINANCE_MODE", env_mode)
+    code = main(l1_args(tmp_path, *extra))
+    out, err = capsys.readouterr()
+    assert code == ConfigError.exit_code and out == ""
+    assert len(err.strip().splitlines()) == 1 and needle in err and "Traceback" not in err
+    assert KEY not in err and SECRET not in err
+
+
+def test_bus_adapter_routes_bus_orders_to_binance_and_reports_fills_and_exchange_stop_exits(tmp_path):
+    import uuid
+
+    from l1_operational.binance_executor import BinanceBusAdapter
+    from l2_tactical.bus import Topic, open_bus
+
+    decided, crash = bar_at(BTC_1H, "2020-03-12T09:00:00Z"), bar_at(BTC_1H, START_A)
+    intent = intent_after(decided, qty=0.01, stop_pct=0.05)
+
+    async def wait_for(cond, what):
+        for _ in range(500):
+            if cond():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def scenario():
+        async with exchange(tmp_path, START_A) as (server, executor):
+            url, fast = f"memory://binance-{uuid.uuid4().hex[:8]}", {"retry_base_seconds": 0.01, "max_deliveries": 3}
+            l1_bus = open_bus(url, prefix="b", group="l1", consumer="l1-1", clock=executor.clock, **fast)
+            l2_bus = open_bus(url, prefix="b", group="l2", consumer="l2-1", clock=executor.clock, **fast)
+            reports = []
+
+            async def on_report(message):
+                reports.append(message)
+
+            adapter = BinanceBusAdapter(l1_bus, executor, heartbeat_seconds=60.0)
+            await l2_bus.subscribe(Topic.L1_REPORTS, on_report, dedup=False)
+            await adapter.start()
+            try:
+                await l2_bus.publish(Topic.L2_ORDERS, intent)
+                await wait_for(lambda: reports, "the fill report")
+                server.advance("BTCUSDT")                                # the exchange's stop fills...
+                await adapter.on_bar(crash)                              # ...and L1 hears of it on the next bar
+                await wait_for(lambda: len(reports) >= 2, "the stop exit report")
+            finally:
+                await adapter.stop()
+                await l1_bus.close()
+                await l2_bus.close()
+            return reports, executor.journal.reports(unpublished_only=True)
+
+    reports, unpublished = run(scenario())
+    assert [(r.order_id == intent.order_id, r.status, r.reason_code) for r in reports] == [
+        (True, ExecutionStatus.FILLED, ReasonCode.OK), (False, ExecutionStatus.FILLED, ReasonCode.STOP_LOSS_HIT)]
+    assert unpublished == []
+
+
+@pytest.mark.parametrize(("url", "allowed"), [
+    ("http://127.0.0.1:8765", True), ("http://localhost:9000", True), ("http://[::1]:8765", True),
+    ("https://api.binance.com", True), ("https://testnet.binance.vision", True),
+    ("http://api.binance.com", False), ("https://binance.com.evil.example", False), ("https://10.0.0.5", False),
+    ("ftp://127.0.0.1", False),
+])
+def test_signed_requests_only_go_to_binance_over_https_or_to_loopback(url, allowed):
+    from l1_operational.live_gate import check_order_url
+
+    if allowed:
+        assert check_order_url(url) == url
+    else:
+        with pytest.raises(ConfigError, match="--order-url"):
+            check_order_url(url)
