@@ -261,6 +261,8 @@ class BinanceExecutor:
                     reports.extend(await self._check_protection(symbol))
             except TransientError as exc:
                 log.warning("binance: %s; retrying on the next sync", exc)
+            except _Refused as exc:
+                log.error("binance refused a request (%s); retrying on the next sync", exc)
             return reports
 
     async def sync_into_ready(self) -> None:
@@ -366,7 +368,12 @@ class BinanceExecutor:
         except _Refused as exc:
             log.error("binance refused the protective stop of %s (code %s: %s); closing the position at market",
                       symbol, exc.code, exc.message)
-            return [*reports, await self._flatten(pos, qty)]
+            try:
+                return [*reports, await self._flatten(pos, qty)]
+            except _Refused as refused:
+                log.critical("binance refused to close the unprotected %s position (%s); retrying on the next sync",
+                             symbol, refused)
+                return reports
         self._protection[symbol] = prot
         await self._refresh_account()
         return reports
