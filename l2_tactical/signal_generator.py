@@ -35,7 +35,7 @@ prediction cache key is (symbol, bar time, position). Direction and conviction o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -153,8 +153,12 @@ class SignalGenerator:
         return list(self.decisions(market_data, symbol, regime_context, position, last=1)[-1].signals)
 
     def decisions(self, market_data: Any, symbol: str, regime_context: Any = None,
-                  position: PositionState | None = None, *, last: int | None = None) -> list[Decision]:
-        """Batch path: the decision of each of the ``last`` bars (all bars when None)."""
+                  position: PositionState | None = None, *, last: int | None = None,
+                  progress: Callable[[int], None] | None = None) -> list[Decision]:
+        """Batch path: the decision of each of the ``last`` bars (all bars when None).
+
+        ``progress(k)`` is called after each replayed bar with the number of bars still to go.
+        """
         ctx, pos = parse_regime(regime_context, symbol), position or FLAT
         base = infer_timeframe(market_data)
         plan = self._plan(base)
@@ -178,6 +182,8 @@ class SignalGenerator:
                              obs, ctx, pos)
             if t >= n - last:
                 out.append(d)
+            if progress is not None:
+                progress(n - 1 - t)
         return out
 
     def warm_up(self, symbol: str, history: Any, regime_context: Any = None,
