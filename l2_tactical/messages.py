@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import json
 import math
@@ -240,6 +241,12 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """Resolved field types of a message class (resolving them is slow: cache per class)."""
+    return typing.get_type_hints(cls)
+
+
 class Message:
     """Mixin giving frozen dataclass messages their JSON round trip."""
 
@@ -263,7 +270,7 @@ class Message:
         schema = data.get("schema", cls.SCHEMA)
         if schema != cls.SCHEMA:
             raise MessageError(f"{cls.__name__}.schema={schema!r}: unsupported version (this build reads {cls.SCHEMA})")
-        hints = typing.get_type_hints(cls)
+        hints = _type_hints(cls)
         kwargs = {k: _decode(hints[k], v, f"{cls.__name__}.{k}") for k, v in data.items()}
         try:
             return cls(**kwargs)
