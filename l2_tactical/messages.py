@@ -216,35 +216,63 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _decode(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if value is None else _decode(args[0], value, where)
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+Decoder = typing.Callable[[Any, str], Any]
+
+
+def _identity(value: Any, where: str) -> Any:
+    return value
+
+
+def _to_float(value: Any, where: str) -> Any:
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _to_datetime(value: Any, where: str) -> Any:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise MessageError(f"{where}={value!r}: not an ISO-8601 timestamp") from None
+
+
+def _to_tuple(value: Any, where: str) -> Any:
+    if not isinstance(value, (list, tuple)):
+        raise MessageError(f"{where}={value!r}: must be a list")
+    return tuple(value)
+
+
+def _to_enum(tp: type[enum.Enum]) -> Decoder:
+    def decode(value: Any, where: str) -> Any:
         try:
             return tp(value)
         except ValueError:
             allowed = ", ".join(repr(m.value) for m in tp)
             raise MessageError(f"{where}={value!r}: not one of {allowed}") from None
+
+    return decode
+
+
+def _decoder_for(tp: Any) -> Decoder:
+    """The decoder of one field type, built once per message class."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = _decoder_for(next(a for a in typing.get_args(tp) if a is not type(None)))
+        return lambda value, where: None if value is None else inner(value, where)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return _to_enum(tp)
     if tp is datetime:
-        try:
-            return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            raise MessageError(f"{where}={value!r}: not an ISO-8601 timestamp") from None
+        return _to_datetime
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise MessageError(f"{where}={value!r}: must be a list")
-        return tuple(value)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
+        return _to_tuple
+    if tp is float:
+        return _to_float
+    return _identity
 
 
 @functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
-    """Resolved field types of a message class (resolving them is slow: cache per class)."""
-    return typing.get_type_hints(cls)
+def _decoders(cls: type) -> dict[str, tuple[Decoder, str]]:
+    """Per field: its decoder and the name used in error messages (resolving types is slow: cached)."""
+    return {name: (_decoder_for(tp), f"{cls.__name__}.{name}") for name, tp in typing.get_type_hints(cls).items()
+            if name != "SCHEMA"}
 
 
 class Message:
@@ -263,15 +291,17 @@ class Message:
     def from_dict(cls: type[M], data: Mapping[str, Any]) -> M:
         if not isinstance(data, Mapping):
             raise MessageError(f"{cls.__name__}: payload must be an object, got {type(data).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - set(fields))
+        decoders = _decoders(typing.cast(type, cls))
+        unknown = sorted(set(data) - set(decoders))
         if unknown:
             raise MessageError(f"{cls.__name__}: unknown key(s) {unknown}")
         schema = data.get("schema", cls.SCHEMA)
         if schema != cls.SCHEMA:
             raise MessageError(f"{cls.__name__}.schema={schema!r}: unsupported version (this build reads {cls.SCHEMA})")
-        hints = _type_hints(cls)
-        kwargs = {k: _decode(hints[k], v, f"{cls.__name__}.{k}") for k, v in data.items()}
+        kwargs = {}
+        for key, value in data.items():
+            decode, where = decoders[key]
+            kwargs[key] = decode(value, where)
         try:
             return cls(**kwargs)
         except TypeError as exc:
