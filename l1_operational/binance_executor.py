@@ -113,7 +113,7 @@ def reason_for(code: int, message: str) -> ReasonCode:
         return ReasonCode.INVALID_QTY
     if code == -1121:
         return ReasonCode.UNKNOWN_SYMBOL
-    return ReasonCode.MALFORMED_MESSAGE
+    return ReasonCode.EXCHANGE_REJECTED
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -433,14 +433,14 @@ class BinanceExecutor:
                                     type="MARKET", quantity=_fmt(qty, self._lot(pos.symbol)), newClientOrderId=cid,
                                     newOrderRespType="FULL")
         await self._refresh_account()
-        return self._record_exit(pos, resp, ReasonCode.INCOHERENT_STOP)
+        return self._record_exit(pos, resp, ReasonCode.STOP_REFUSED)
 
     def _record_exit(self, pos: Position, order: Mapping[str, Any], reason: ReasonCode) -> ExecutionReport:
         fills = summarize_fills(order["fills"], Side.SELL, base_asset(pos.symbol, self.quote_asset), self.quote_asset)
         when = _ms(order["transactTime"])
         exit_id = stable_id("exit", pos.order_id, order["orderId"])
         level = pos.take_profit if reason is ReasonCode.TAKE_PROFIT_HIT else pos.stop_loss
-        reference = level if reason is not ReasonCode.INCOHERENT_STOP and level else fills.avg_price
+        reference = level if reason is not ReasonCode.STOP_REFUSED and level else fills.avg_price
         kind = "take_profit" if reason is ReasonCode.TAKE_PROFIT_HIT else "stop_loss"
         record = FillRecord(fill_id=stable_id("bfill", pos.symbol, order["orderId"]), order_id=exit_id,
                             symbol=pos.symbol, qty=fills.base_delta, price=fills.avg_price, fee=fills.fee, kind=kind,

@@ -120,6 +120,8 @@ class ReasonCode(enum.Enum):
     DUPLICATE_ORDER = "duplicate_order"
     EXPIRED = "expired"
     STOP_LOSS_HIT = "stop_loss_hit"
+    EXCHANGE_REJECTED = "exchange_rejected"
+    STOP_REFUSED = "stop_refused"  # the exchange refused the protective stop: position closed at market
     TAKE_PROFIT_HIT = "take_profit_hit"
     # bus / liveness
     STALE_HEARTBEAT = "stale_heartbeat"

@@ -225,7 +225,7 @@ def test_a_stop_binance_refuses_makes_l1_close_the_position_at_market(tmp_path):
             return executor.drain(), server, executor.portfolio.snapshot()
 
     reports, server, portfolio = run(scenario())
-    assert [r.reason_code for r in reports] == [ReasonCode.OK, ReasonCode.INCOHERENT_STOP]
+    assert [r.reason_code for r in reports] == [ReasonCode.OK, ReasonCode.STOP_REFUSED]
     assert [(o.type, o.side, o.status) for o in orders(server)] == [("MARKET", "BUY", "FILLED"),
                                                                      ("MARKET", "SELL", "FILLED")]
     assert portfolio["positions"] == {}
@@ -305,6 +305,7 @@ def test_reason_codes_of_binance_refusals():
     assert reason_for(-1013, "Filter failure: NOTIONAL") is ReasonCode.MIN_NOTIONAL
     assert reason_for(-1013, "Filter failure: LOT_SIZE") is ReasonCode.INVALID_QTY
     assert reason_for(-1121, "Invalid symbol.") is ReasonCode.UNKNOWN_SYMBOL
+    assert reason_for(-2010, "Market is closed.") is ReasonCode.EXCHANGE_REJECTED
 
 
 def test_fills_in_another_commission_asset_are_averaged_but_not_valued():
