@@ -127,7 +127,7 @@ def step_reward(spec: RewardSpec, prev_equity: Any, equity: Any, prev_drawdown: 
         growth = growth - drawdown_penalty(prev_drawdown, drawdown, spec.drawdown_weight, ops)
     if spec.holding_weight:
         growth = growth - holding_penalty(bars_held, spec.holding_weight, spec.holding_free_bars, ops)
-    return growth * spec.scale, mean, second
+    return (growth * spec.scale if spec.scale != 1.0 else growth), mean, second
 
 
 __all__ = [

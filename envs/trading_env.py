@@ -110,14 +110,17 @@ def account_step(p: EnvParams, cash: Any, qty: Any, bars: Any, entry: Any, peak:
     return cash, new_qty, price, paid, traded, bars, entry, peak, equity, dd, reward, mean, second
 
 
-def position_state(p: EnvParams, qty: Any, c: Any, equity: Any, entry: Any, bars: Any, dd: Any,
-                   ops: Any = SCALAR) -> tuple[Any, Any, Any, Any]:
-    """The four position-state observations (see the module docstring), clipped into their bounds."""
-    solvent = equity > 0.0
-    exposure = ops.where(solvent, qty * c / ops.where(solvent, equity, 1.0), 0.0)
-    upnl = ops.where(bars > 0.0, equity / entry - 1.0, 0.0)
-    return (ops.clip(exposure, STATE_LOW[0], STATE_HIGH[0]), ops.clip(upnl, STATE_LOW[1], STATE_HIGH[1]),
-            bars / (bars + p.holding_scale_bars), ops.clip(dd, STATE_LOW[3], STATE_HIGH[3]))
+def position_state(qty: float, c: float, equity: float, entry: float, bars: float, dd: float,
+                   holding_scale_bars: float) -> tuple[float, float, float, float]:
+    """The four position-state observations of one account (see the module docstring), clipped
+    into their bounds. TradingVecEnv computes the same numbers on arrays (``_observe``)."""
+    lo, hi = STATE_LOW, STATE_HIGH
+    exposure = qty * c / equity if equity > 0.0 else 0.0
+    upnl = equity / entry - 1.0 if bars > 0.0 else 0.0
+    return (lo[0] if exposure < lo[0] else hi[0] if exposure > hi[0] else exposure,
+            lo[1] if upnl < lo[1] else hi[1] if upnl > hi[1] else upnl,
+            bars / (bars + holding_scale_bars),
+            lo[3] if dd < lo[3] else hi[3] if dd > hi[3] else dd)
 
 
 def action_space_for(mode: str) -> gym.spaces.Space[Any]:
@@ -260,8 +263,8 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
         t, k, wk = self._t, self._k, self._wk
         obs = np.empty(self._n_obs, dtype=np.float32)
         obs[:wk] = self._flat[(t + 1) * k - wk:(t + 1) * k]
-        e, u, b, d = position_state(self.params, self._qty, self._c[t], self._equity, self._entry, self._bars,
-                                    self._dd)
+        e, u, b, d = position_state(self._qty, self._c[t], self._equity, self._entry, self._bars, self._dd,
+                                    self.params.holding_scale_bars)
         obs[wk], obs[wk + 1], obs[wk + 2], obs[wk + 3] = e, u, b, d
         return obs
 

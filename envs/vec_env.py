@@ -32,7 +32,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from envs.specialists import get_specialist
-from envs.trading_env import NUMPY_OPS, TradingEnv, account_step, position_state
+from envs.trading_env import NUMPY_OPS, STATE_HIGH, STATE_LOW, TradingEnv, account_step
 
 
 class TradingVecEnv(VecEnv):
@@ -73,7 +73,8 @@ class TradingVecEnv(VecEnv):
         self._table = None if table is None else np.asarray(table, dtype=np.float64)
         self._rngs: list[np.random.Generator | None] = [None] * n
         self._t = np.zeros(n, dtype=np.int64)
-        self._steps = np.zeros(n, dtype=np.int64)
+        # last row of each env's episode: max_episode_steps after its start, or its segment's last bar
+        self._deadline = np.zeros(n, dtype=np.int64)
         cash = self.params.initial_cash
         self._acct = {name: np.full(n, value) for name, value in (
             ("cash", cash), ("qty", 0.0), ("bars", 0.0), ("entry", cash), ("peak", cash), ("equity", cash),
@@ -102,16 +103,15 @@ class TradingVecEnv(VecEnv):
         self._actions = None
         a = self._acct
         t = self._t + 1
-        c = self._close[t]
+        c = self._close.take(t)
         (a["cash"], a["qty"], _, _, _, a["bars"], a["entry"], a["peak"], equity, a["dd"], reward, a["mean"],
          a["second"]) = account_step(self.params, a["cash"], a["qty"], a["bars"], a["entry"], a["peak"], a["equity"],
-                                     a["dd"], a["mean"], a["second"], target, self._open[t], self._high[t],
-                                     self._low[t], c, ops=self.ops, rops=self.ops)
+                                     a["dd"], a["mean"], a["second"], target, self._open.take(t),
+                                     self._high.take(t), self._low.take(t), c, ops=self.ops, rops=self.ops)
         a["equity"] = equity
         self._t = t
-        self._steps += 1
         terminated = equity <= 0.0
-        truncated = (t + 1 >= self._seg_end[t]) | (self._steps >= self.max_episode_steps)
+        truncated = t >= self._deadline
         dones = terminated | truncated
         obs = self._observe()
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
@@ -164,20 +164,24 @@ class TradingVecEnv(VecEnv):
         else:
             start = self.proto._checked_start(start)
         self._t[i] = start
-        self._steps[i] = 0
+        self._deadline[i] = min(start + self.max_episode_steps, int(self._seg_end[start]) - 1)
         cash = self.params.initial_cash
         for name, value in (("cash", cash), ("qty", 0.0), ("bars", 0.0), ("entry", cash), ("peak", cash),
                             ("equity", cash), ("dd", 0.0), ("mean", 0.0), ("second", 0.0)):
             self._acct[name][i] = value
 
     def _observe(self) -> np.ndarray:
-        a, t, wk = self._acct, self._t, self._wk
-        obs = np.empty((self.num_envs, wk + 4), dtype=np.float32)
+        """Observations of all envs: the feature windows, then trading_env.position_state on arrays
+        (same formulas and clipping), written straight into the float32 columns."""
+        a, t, wk, n = self._acct, self._t, self._wk, self.num_envs
+        obs = np.empty((n, wk + 4), dtype=np.float32)
         obs[:, :wk] = self._windows[t - (self.params.window - 1)]
-        state = position_state(self.params, a["qty"], self._close[t], a["equity"], a["entry"], a["bars"], a["dd"],
-                               ops=self.ops)
-        for j, column in enumerate(state):
-            obs[:, wk + j] = column
+        equity, bars = a["equity"], a["bars"]
+        exposure = np.divide(a["qty"] * self._close.take(t), equity, out=np.zeros(n), where=equity > 0.0)
+        upnl = np.divide(equity, a["entry"], out=np.ones(n), where=bars > 0.0) - 1.0
+        for j, value in ((0, exposure), (1, upnl), (3, a["dd"])):
+            np.minimum(np.maximum(value, STATE_LOW[j]), STATE_HIGH[j], out=obs[:, wk + j])
+        np.divide(bars, bars + self.params.holding_scale_bars, out=obs[:, wk + 2])
         return obs
 
     def _targets(self, actions: Any) -> np.ndarray:
