@@ -64,6 +64,8 @@ def floor_weights(weights: Sequence[float] | np.ndarray, min_weight: float) -> n
 
 
 def _plain(values: Sequence[float] | np.ndarray) -> list[float]:
+    if isinstance(values, list) and all(type(v) is float for v in values):
+        return values
     return [float(v) for v in (values.reshape(-1).tolist() if isinstance(values, np.ndarray) else values)]
 
 
@@ -113,6 +115,7 @@ def adaptive_weights(base: Sequence[float], scores: Sequence[float], regime: Seq
     raw = [b * math.exp(sensitivity * min(1.0, max(-1.0, s))) * g
            for b, s, g in zip(_plain(base), _plain(scores), _plain(regime), strict=True)]
     return np.array(floor_weights_list(raw, min_weight), dtype=np.float64)
+
 
 
 class _Rolling:

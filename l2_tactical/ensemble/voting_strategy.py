@@ -56,7 +56,10 @@ def direction_of(exposure: ArrayLike | float, band: float = NEUTRAL_BAND) -> np.
 
 
 def _floats(values: ArrayLike, name: str) -> list[float]:
-    out = [float(v) for v in (values.reshape(-1).tolist() if isinstance(values, np.ndarray) else values)]
+    if isinstance(values, list) and all(type(v) is float for v in values):
+        out = values
+    else:
+        out = [float(v) for v in (values.reshape(-1).tolist() if isinstance(values, np.ndarray) else values)]
     if not all(math.isfinite(v) for v in out):
         raise ValueError(f"votes: {name}={out} must be finite")
     return out

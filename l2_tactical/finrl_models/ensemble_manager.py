@@ -176,6 +176,8 @@ class EnsembleManager:
         self._cache: OrderedDict[tuple, tuple[float, float, float]] = OrderedDict()
         self.base_weights = np.array([config.models[n].weight for n in self.names], dtype=np.float64)
         self.specializations = tuple(config.models[n].specialization for n in self.names)
+        self._base_list = self.base_weights.tolist()
+        self._regime_cache: dict[tuple[str | None, float], list[float]] = {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -214,8 +216,12 @@ class EnsembleManager:
         """Effective weight per configured specialist (sums to 1; see ensemble.performance)."""
         scores = tracker.scores() if tracker is not None else {}
         s = [scores.get(n, 0.0) for n in self.names]
-        g = regime_multipliers(self.specializations, regime, boost=self.config.regime_boost, strength=strength)
-        return adaptive_weights(self.base_weights, s, g, sensitivity=self.config.performance_sensitivity,
+        key = (regime, strength)
+        g = self._regime_cache.get(key)
+        if g is None:
+            g = self._regime_cache[key] = regime_multipliers(self.specializations, regime,
+                                                             boost=self.config.regime_boost, strength=strength).tolist()
+        return adaptive_weights(self._base_list, s, g, sensitivity=self.config.performance_sensitivity,
                                 min_weight=self.config.min_weight)
 
     # ------------------------------------------------------------------ inference
@@ -255,18 +261,19 @@ class EnsembleManager:
         answers = [self.ask(n, observations.get(n), key) for n in self.names]
         return self.vote(answers, self.weights(tracker, regime, strength))
 
-    def vote(self, answers: Sequence[SpecialistVote], weights: np.ndarray) -> EnsembleDecision:
-        """Combine answers (in ``self.names`` order) with effective ``weights``."""
-        ok = np.array([a.answered for a in answers], dtype=bool)
-        votes = tuple(SpecialistVote(a.name, a.status, a.exposure, a.confidence, float(w), a.detail)
-                      for a, w in zip(answers, weights, strict=True))
+    def vote(self, answers: Sequence[SpecialistVote], weights: np.ndarray | Sequence[float]) -> EnsembleDecision:
+        """Combine answers (in ``self.names`` order) with effective ``weights`` (plain Python: a handful of voters)."""
+        ws = weights.tolist() if isinstance(weights, np.ndarray) else [float(x) for x in weights]
+        votes = tuple(SpecialistVote(a.name, a.status, a.exposure, a.confidence, w, a.detail)
+                      for a, w in zip(answers, ws, strict=True))
         degraded = tuple(f"{a.name}: {a.status} ({a.detail})" for a in answers if not a.answered)
-        if not ok.any():
+        ok = [i for i, a in enumerate(answers) if a.answered]
+        if not ok:
             return EnsembleDecision(0.0, 0.0, 0.0, 0.0, self.config.voting, votes, degraded)
-        e = np.array([a.exposure for a in answers])[ok]
-        c = np.array([a.confidence for a in answers])[ok]
-        w = weights[ok]
+        e = [answers[i].exposure for i in ok]
+        c = [answers[i].confidence for i in ok]
+        w = [ws[i] for i in ok]
         cons = build_consensus(e, c, w, self.config.voting)
-        cover = coverage(w, weights)
+        cover = coverage(w, ws)
         conf = composite_confidence(c, cons.agreement, w, coverage=cover)
         return EnsembleDecision(cons.exposure, conf, cons.consensus, cover, self.config.voting, votes, degraded)

@@ -174,25 +174,27 @@ class FastPolicy:
         if obs.shape != (self.obs_size,):
             raise ValueError(f"observation has shape {obs.shape}; the {self.algorithm} policy "
                              f"expects ({self.obs_size},)")
-        x = obs.reshape(1, -1).astype(np.float32, copy=False)
+        x = obs if obs.dtype == np.float32 else obs.astype(np.float32)
         for layer in self.latent:
-            x = layer.act(x @ layer.weight + layer.bias)
-        out = x @ self.head.weight + self.head.bias
+            y = np.dot(x, layer.weight)
+            y += layer.bias
+            x = layer.act(y)
+        out = np.dot(x, self.head.weight)
+        out += self.head.bias
         if self.kind == "discrete":
-            row = out[0]
-            i = int(row.argmax())
-            z = np.exp(row - row[i])
-            n = row.shape[0]
-            return i, min(1.0, max(0.0, (1.0 / float(z.sum()) - 1.0 / n) / (1.0 - 1.0 / n)))
+            i = int(out.argmax())
+            out -= out[i]
+            n = out.shape[0]
+            return i, min(1.0, max(0.0, (1.0 / float(np.exp(out, out=out).sum()) - 1.0 / n) / (1.0 - 1.0 / n)))
         assert self.low is not None and self.high is not None
-        mu = out[0]
+        mu = out
         if self.kind == "gaussian":
             assert self.log_std is not None
             std = np.exp(self.log_std)
             action = np.clip(mu, self.low, self.high)
         else:
             assert self.log_std_head is not None
-            std = np.exp(np.clip(self.log_std_head(x)[0], LOG_STD_MIN, LOG_STD_MAX))
+            std = np.exp(np.clip(self.log_std_head(x), LOG_STD_MIN, LOG_STD_MAX))
             action = self.low + 0.5 * (np.tanh(mu) + 1.0) * (self.high - self.low)
         conf = [math.erf(abs(m) / (max(s, 1e-30) * _SQRT2)) for m, s in zip(mu.tolist(), std.tolist(), strict=True)]
         return float(action[0]), sum(conf) / len(conf)
