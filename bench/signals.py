@@ -112,8 +112,8 @@ def pct(values: list[float]) -> tuple[float, float]:
 
 
 def run_streams(cfg: L2Config, ens: EnsembleManager, timeframe: str, symbols: tuple[str, ...],
-                bars: int) -> tuple[list[float], list[float]]:
-    """(per symbol-bar on_bar times, per bar all-symbol times)."""
+                bars: int) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Wall and CPU (thread) seconds: per symbol-bar ``on_bar``, and per bar for all symbols."""
     gen = SignalGenerator(cfg, ensemble=ens, timeframe=timeframe)
     feeds = []
     for sym in symbols:
@@ -125,21 +125,23 @@ def run_streams(cfg: L2Config, ens: EnsembleManager, timeframe: str, symbols: tu
                               *(part[c].to_numpy().tolist() for c in ("open", "high", "low", "close", "volume")),
                               strict=True)))
     n = min(len(f) for f in feeds)
-    per_symbol, per_bar = [], []
+    per_symbol, per_bar, cpu_symbol, cpu_bar = [], [], [], []
     ctx = {"regime": "trending", "strength": 0.8}
-    clock = time.perf_counter
+    clock, cpu = time.perf_counter, time.thread_time
     for i in range(n):
-        start_bar = clock()
+        start_bar, start_cpu = clock(), cpu()
         for sym, feed in zip(symbols, feeds, strict=True):
-            t0 = clock()
+            t0, c0 = clock(), cpu()
             gen.on_bar(sym, feed[i], ctx)
             per_symbol.append(clock() - t0)
+            cpu_symbol.append(cpu() - c0)
         per_bar.append(clock() - start_bar)
-    return per_symbol, per_bar
+        cpu_bar.append(cpu() - start_cpu)
+    return per_symbol, per_bar, cpu_symbol, cpu_bar
 
 
 def component_times(cfg: L2Config, ens: EnsembleManager, root: Path, timeframe: str, bars: int
-                    ) -> dict[str, tuple[float, float]]:
+                    ) -> dict[str, tuple[float, ...]]:
     """Features alone, the 3 numpy specialists alone, and SB3 predict x3, on the same real bars."""
     gen = SignalGenerator(cfg, ensemble=ens, timeframe=timeframe)
     plan = gen._plan(timeframe)
@@ -147,31 +149,35 @@ def component_times(cfg: L2Config, ens: EnsembleManager, root: Path, timeframe: 
     warm = WARM[timeframe]
     updater = plan.feature_set.incremental(frame.iloc[:warm])
     part = frame.iloc[warm:warm + bars]
-    rows, feats = [], []
+    rows, feats, feats_cpu = [], [], []
     for bar in zip(part.index.as_unit("ns").asi8.tolist(), *(part[c].to_numpy().tolist()
                                                             for c in ("open", "high", "low", "close", "volume")),
                    strict=True):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         rows.append(updater.update(bar))
         feats.append(time.perf_counter() - t0)
+        feats_cpu.append(time.thread_time() - c0)
     matrix = np.stack(rows)
     specs = [s for s in ens.available if s.name in plan.columns]
     state = np.zeros(4, np.float32)
     obs = {s.name: [np.concatenate([matrix[i - s.window + 1:i + 1, plan.columns[s.name]].reshape(-1), state])
                     for i in range(max(s.window for s in specs), len(matrix))] for s in specs}
     m = min(len(v) for v in obs.values())
-    fast, sb3 = [], []
+    fast, sb3, fast_cpu, sb3_cpu = [], [], [], []
     loaded = {s.name: _sb3_model(cfg, root, s.name) for s in specs}
     for i in range(m):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         for s in specs:
             s.act(obs[s.name][i])
         fast.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        fast_cpu.append(time.thread_time() - c0)
+        t0, c0 = time.perf_counter(), time.thread_time()
         for s in specs:
             loaded[s.name].predict(obs[s.name][i], deterministic=True)
         sb3.append(time.perf_counter() - t0)
-    return {"features": pct(feats), "numpy x3": pct(fast), "sb3 x3": pct(sb3)}
+        sb3_cpu.append(time.thread_time() - c0)
+    return {"features": pct(feats) + pct(feats_cpu), "numpy x3": pct(fast) + pct(fast_cpu),
+            "sb3 x3": pct(sb3) + pct(sb3_cpu)}
 
 
 def _sb3_model(cfg: L2Config, root: Path, name: str) -> Any:
@@ -200,22 +206,26 @@ def main(argv: list[str] | None = None) -> int:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\nSignalGenerator.on_bar latency, {args.timeframe} bars, {origin}, one core (cpu {args.cpu}), "
           f"{args.bars} bars per symbol, load average {load}; microseconds\n")
-    print("| measured | symbols | p50 | p99 | p99 per symbol |")
-    print("|---|---|---|---|---|")
+    print("| measured | symbols | wall p50 | wall p99 | CPU p50 | CPU p99 | CPU p99 per symbol |")
+    print("|---|---|---|---|---|---|---|")
     for k in (1, len(SYMBOLS[args.timeframe])):
         ens = EnsembleManager.from_config(cfg, root=root)  # a fresh cache and state per run
-        per_symbol, per_bar = run_streams(cfg, ens, args.timeframe, SYMBOLS[args.timeframe][:k], args.bars)
-        s50, s99 = pct(per_symbol)
-        b50, b99 = pct(per_bar)
+        per_symbol, per_bar, cpu_symbol, cpu_bar = run_streams(cfg, ens, args.timeframe,
+                                                               SYMBOLS[args.timeframe][:k], args.bars)
+        w50, w99 = pct(per_symbol)
+        c50, c99 = pct(cpu_symbol)
         print(f"| on_bar, one symbol's bar (features + 3 specialists + ensemble + composite) | {k} "
-              f"| {s50:.0f} | {s99:.0f} | {s99:.0f} |")
+              f"| {w50:.0f} | {w99:.0f} | {c50:.0f} | {c99:.0f} | {c99:.0f} |")
         if k > 1:
-            print(f"| on_bar, all {k} symbols' bars | {k} | {b50:.0f} | {b99:.0f} | {b99 / k:.0f} |")
+            w50, w99 = pct(per_bar)
+            c50, c99 = pct(cpu_bar)
+            print(f"| on_bar, all {k} symbols' bars | {k} | {w50:.0f} | {w99:.0f} | {c50:.0f} | {c99:.0f} "
+                  f"| {c99 / k:.0f} |")
     for label, key in (("incremental features only (full FeatureSet)", "features"),
                        ("3 specialists, numpy forward", "numpy x3"),
                        ("3 specialists, SB3 predict(deterministic=True)", "sb3 x3")):
-        a, b = comps[key]
-        print(f"| {label} | 1 | {a:.0f} | {b:.0f} | {b:.0f} |")
+        a, b, c, d = comps[key]
+        print(f"| {label} | 1 | {a:.0f} | {b:.0f} | {c:.0f} | {d:.0f} | {d:.0f} |")
     return 0
 
 

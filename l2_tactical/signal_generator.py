@@ -1,8 +1,8 @@
-"""SignalGenerator: specialists + technical + pattern sources -> filtered TacticalSignals (seed 000's API).
+"""SignalGenerator: specialists + technical + pattern sources -> filtered TacticalSignals (seed 000's API)::
 
->>> from l2_tactical.config import L2Config                       # doctest: +SKIP
->>> gen = SignalGenerator(L2Config.from_file("config/l2_config.yaml"))  # doctest: +SKIP
->>> gen.generate_signals(market_data=df, symbol="BTCUSDT", regime_context={"regime": "trending"})  # doctest: +SKIP
+    gen = SignalGenerator(L2Config.from_file("config/l2_config.yaml"))
+    signals = gen.generate_signals(market_data=df, symbol="BTCUSDT", regime_context={"regime": "trending"})
+    decision = gen.on_bar("BTCUSDT", (open_time, o, h, l, c, v))   # streaming, same numbers as the batch path
 
 Per closed bar (the batch and the streaming path run the same :meth:`SignalGenerator._decide`):
 
@@ -264,32 +264,18 @@ class SignalGenerator:
         cfg, reasons = self.config, []
         ai_ok = ens.answered > 0
         agreeing = ens.consensus >= cfg.ensemble.consensus_threshold
-        votes = []
+        votes: list[SourceVote] = []
         if ai_ok:
             votes.append(SourceVote("ai_model", ens.exposure if agreeing else 0.0, ens.confidence if agreeing else 0.0,
                                     cfg.signals.ai_model_weight))
-        for src, sig, w in (("technical", tech, cfg.signals.technical_weight),
-                            ("pattern", patt, cfg.signals.pattern_weight)):
-            votes.append(SourceVote(src, sig.exposure if sig else 0.0, sig.confidence if sig else 0.0, w))
+        for label, sig, w in (("technical", tech, cfg.signals.technical_weight),
+                              ("pattern", patt, cfg.signals.pattern_weight)):
+            votes.append(SourceVote(label, sig.exposure if sig else 0.0, sig.confidence if sig else 0.0, w))
         comp = compose_sources(votes)
         conf = composite_confidence([v.confidence for v in votes], comp.agreement, [v.weight for v in votes],
                                     coverage=1.0)
-        # candidates: (source, exposure, confidence, failed filters, ready-made signal or None)
-        s = cfg.signals.min_signal_strength
-        cands = []
-        if ai_ok:
-            cands.append((SignalSource.AI_MODEL, ens.exposure, ens.confidence, _failed(
-                ("strength", abs(ens.exposure), "min_signal_strength", s),
-                ("confidence", ens.confidence, "prediction_threshold", cfg.ai_model.prediction_threshold),
-                ("consensus", ens.consensus, "consensus_threshold", cfg.ensemble.consensus_threshold)), None))
-        for sig in (tech, patt):
-            if sig is not None:
-                cands.append((sig.source, sig.exposure, sig.confidence,
-                              _failed(("strength", sig.strength, "min_signal_strength", s)), sig))
-        cands.append((SignalSource.COMPOSITE, comp.exposure, conf, _failed(
-            ("strength", abs(comp.exposure), "min_signal_strength", s),
-            ("confidence", conf, "confidence_threshold", cfg.ensemble.confidence_threshold)), None))
-        kept = []
+        cands = self._candidates(ens if ai_ok else None, tech, patt, comp.exposure, conf)
+        kept: list[tuple[SignalSource, float, float, TacticalSignal | None]] = []
         for src, e, c, failed, sig in cands:
             if side_of(e, NEUTRAL_BAND) == 0:
                 continue
@@ -303,6 +289,27 @@ class SignalGenerator:
             symbol, src, e, c, close, when, ens_meta if src is SignalSource.AI_MODEL
             else self._composite_meta(ens, ens_meta, votes, comp, ctx, reasons)) for src, e, c, sig in kept)
         return Decision(symbol, when, close, comp.exposure, conf, signals, ens if ai_ok else None, tuple(reasons))
+
+    def _candidates(self, ens: EnsembleDecision | None, tech: TacticalSignal | None, patt: TacticalSignal | None,
+                    comp_exposure: float, conf: float) -> list[tuple[SignalSource, float, float, str,
+                                                                      TacticalSignal | None]]:
+        """(source, exposure, confidence, failed quality filters, ready-made signal or None) per source."""
+        cfg = self.config
+        s = cfg.signals.min_signal_strength
+        cands: list[tuple[SignalSource, float, float, str, TacticalSignal | None]] = []
+        if ens is not None:
+            cands.append((SignalSource.AI_MODEL, ens.exposure, ens.confidence, _failed(
+                ("strength", abs(ens.exposure), "min_signal_strength", s),
+                ("confidence", ens.confidence, "prediction_threshold", cfg.ai_model.prediction_threshold),
+                ("consensus", ens.consensus, "consensus_threshold", cfg.ensemble.consensus_threshold)), None))
+        for sig in (tech, patt):
+            if sig is not None:
+                cands.append((sig.source, sig.exposure, sig.confidence,
+                              _failed(("strength", sig.strength, "min_signal_strength", s)), sig))
+        cands.append((SignalSource.COMPOSITE, comp_exposure, conf, _failed(
+            ("strength", abs(comp_exposure), "min_signal_strength", s),
+            ("confidence", conf, "confidence_threshold", cfg.ensemble.confidence_threshold)), None))
+        return cands
 
     @staticmethod
     def _composite_meta(ens: EnsembleDecision, ens_meta: dict[str, Any] | None, votes: list[SourceVote],

@@ -186,7 +186,9 @@ class EnsembleManager:
                     loader: Callable[..., Any] | None = None) -> EnsembleManager:
         """Load every ``ensemble.models`` entry through the safe loader; a failure leaves it unavailable."""
         if loader is None:
-            from l2_tactical.finrl_models.model_loader import load_model as loader
+            from l2_tactical.finrl_models.model_loader import load_model
+
+            loader = load_model
         root = Path(root)
         specialists: dict[str, Specialist | None] = {}
         reasons: dict[str, str] = {}

@@ -113,7 +113,7 @@ def _mlp(sequential: Any) -> tuple[Dense, ...]:
         mod = modules[i]
         if type(mod).__name__ != "Linear":
             raise UnsupportedPolicy(f"layer {type(mod).__name__} at position {i} is not Linear")
-        act = _identity
+        act: Activation = _identity
         if i + 1 < len(modules) and type(modules[i + 1]).__name__ != "Linear":
             act = _activation(modules[i + 1])
             i += 1
