@@ -259,3 +259,33 @@ def test_single_observation_path_equals_the_batch_forward(trained: dict, case: t
         assert conf == pytest.approx(float(confidence[i]), abs=1e-6)
         sb3_action, _ = model.predict(o, deterministic=True)
         assert action == pytest.approx(float(np.asarray(sb3_action).reshape(-1)[0]), abs=1e-5)
+
+
+def _shipped() -> list[str]:
+    manifest = ROOT / "saved_models" / "manifest.json"
+    if not manifest.is_file():
+        return []
+    from l2_tactical.finrl_models.model_card import read_manifest
+
+    return sorted(read_manifest(manifest))
+
+
+@pytest.mark.parametrize("file_name", _shipped() or ["<none shipped>"])
+def test_shipped_specialists_numpy_forward_equals_sb3_predict(file_name: str) -> None:
+    if file_name == "<none shipped>":
+        pytest.skip("saved_models/manifest.json lists no model yet (the training issue ships them)")
+    from l2_tactical.finrl_models.model_loader import load_model
+
+    path = ROOT / "saved_models" / file_name
+    loaded = load_model(path, manifest=ROOT / "saved_models" / "manifest.json")
+    specialist = str(loaded.card["specialist"])
+    env = make_env(specialist, btc_1h_tail(3000), action_mode=loaded.card.get("extra", {}).get("action_mode"))
+    assert env.unwrapped.data.schema_hash == loaded.feature_schema_hash
+    obs = real_observations(env, loaded.model, n=300)
+    fast = export_policy(loaded.model, loaded.algorithm)
+    actions, _ = fast.forward(obs)
+    sb3_actions = np.asarray(loaded.model.predict(obs, deterministic=True)[0])
+    if fast.kind == "discrete":
+        assert np.array_equal(actions, sb3_actions.reshape(-1))
+    else:
+        np.testing.assert_allclose(actions, sb3_actions.reshape(actions.shape), atol=1e-5)
