@@ -145,6 +145,7 @@ class SignalGenerator:
         self._plans: dict[str, FeaturePlan] = {}
         self._states: dict[str, _State] = {}
         self._expiry = timedelta(minutes=config.signals.signal_expiry_minutes)
+        self._vectors: dict[tuple, np.ndarray] = {}
 
     # ------------------------------------------------------------------ public API
     def generate_signals(self, market_data: Any, symbol: str, regime_context: Any = None,
@@ -176,7 +177,7 @@ class SignalGenerator:
         out: list[Decision] = []
         for t in range(start, n):
             obs = {name: build_observation(matrix.values[t - plan.windows[name] + 1:t + 1, cols],
-                                           pos.vector(self._scale(name)))
+                                           self._state_vector(pos, name))
                    if runs[name][t] >= plan.windows[name] else None for name, cols in plan.columns.items()}
             d = self._decide(state, symbol, int(ts[t]), float(close[t]), matrix.values[t], bool(all_ready[t]),
                              obs, ctx, pos)
@@ -217,7 +218,7 @@ class SignalGenerator:
         state.updater.advance(*bar)
         row = state.updater.row()
         self._push_windows(state, row)
-        obs = {name: w.observation(pos.vector(self._scale(name))) if state.runs[name] >= w.window else None
+        obs = {name: w.observation(self._state_vector(pos, name)) if state.runs[name] >= w.window else None
                for name, w in state.windows.items()}
         return self._decide(state, symbol, bar[0], bar[4], row, state.updater.is_ready, obs, ctx, pos)
 
@@ -284,7 +285,7 @@ class SignalGenerator:
             else:
                 kept.append((src, e, c, sig))
         kept = _resolve_conflicts(kept, comp.exposure, reasons)
-        ens_meta = ens.to_metadata() if ai_ok else None
+        ens_meta = ens.to_metadata() if ai_ok and any(sig is None for *_, sig in kept) else None
         signals = tuple(sig if sig is not None else self._signal(
             symbol, src, e, c, close, when, ens_meta if src is SignalSource.AI_MODEL
             else self._composite_meta(ens, ens_meta, votes, comp, ctx, reasons)) for src, e, c, sig in kept)
@@ -314,7 +315,8 @@ class SignalGenerator:
     @staticmethod
     def _composite_meta(ens: EnsembleDecision, ens_meta: dict[str, Any] | None, votes: list[SourceVote],
                         comp: Any, ctx: Context, reasons: list[str]) -> dict[str, Any]:
-        status = ("ok" if not ens.degraded else "degraded") if ens_meta else "unavailable: technical + pattern only"
+        status = ("ok" if not ens.degraded else "degraded") if ens_meta is not None else \
+            "unavailable: technical + pattern only"
         meta: dict[str, Any] = {
             "ai_status": status, "regime": ctx.regime, "regime_strength": ctx.strength,
             "preferred_asset": ctx.preferred, "source_agreement": round(comp.consensus, 6),
@@ -322,8 +324,9 @@ class SignalGenerator:
                                    "weight": v.weight} for v in votes},
             "filtered": list(reasons),
         }
-        if ens_meta is not None:
-            meta["ensemble"] = ens_meta
+        if ens_meta is not None:  # the summary; the AI_MODEL signal carries every vote
+            meta["ensemble"] = {k: ens_meta[k] for k in ("ensemble_exposure", "ensemble_confidence", "consensus",
+                                                         "coverage", "voting", "degraded")}
         else:
             meta["ai_reasons"] = list(ens.degraded)
         return meta
@@ -350,9 +353,17 @@ class SignalGenerator:
         state.runs = dict.fromkeys(plan.columns, 0)
         return state
 
-    def _scale(self, name: str) -> float:
+    def _state_vector(self, pos: PositionState, name: str) -> np.ndarray:
+        """The position-state observation for specialist ``name`` (memoised: positions repeat bar after bar)."""
         spec = self.ensemble.specialists.get(name)
-        return spec.holding_scale_bars if spec is not None else 24.0
+        scale = spec.holding_scale_bars if spec is not None else 24.0
+        key = (pos.key(), scale)
+        vec = self._vectors.get(key)
+        if vec is None:
+            if len(self._vectors) > 1024:
+                self._vectors.clear()
+            vec = self._vectors[key] = pos.vector(scale)
+        return vec
 
 
 def _failed(*tests: tuple[str, float, str, float]) -> str:
