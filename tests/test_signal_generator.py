@@ -219,3 +219,5 @@ def test_bad_inputs_are_named() -> None:
     with pytest.raises(DataError, match="timeframe"):
         gen.generate_signals(odd, "BTCUSDT")
     assert infer_timeframe(frame) == "1h"
+    with pytest.raises(DataError, match="needs at least 210 closed 1h bars"):
+        gen.generate_signals(frame.iloc[-100:], "BTCUSDT")
