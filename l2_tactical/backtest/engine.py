@@ -61,6 +61,7 @@ __all__ = [
     "BacktestResult",
     "Backtester",
     "Bar",
+    "FrozenClock",
     "SymbolTrace",
     "config_for_symbols",
     "config_with_models",
@@ -289,8 +290,9 @@ class Backtester:
 
     def __init__(self, config: L2Config, *, ensemble: Any = None, executor_factory: ExecutorFactory | None = None,
                  trade_sources: Sequence[SignalSource] = (SignalSource.COMPOSITE,), allow_short: bool = False,
-                 decision: StrategicDecision | None = None, progress: bool = False, label: str = "backtest") -> None:
-        self.config, self.ensemble = config, ensemble
+                 decision: StrategicDecision | None = None, progress: bool = False, label: str = "backtest",
+                 on_progress: Callable[[int], None] | None = None) -> None:
+        self.config, self.ensemble, self.on_progress = config, ensemble, on_progress
         self.executor_factory = executor_factory or paper_executor_factory()
         self.trade_sources, self.allow_short = tuple(trade_sources), allow_short
         self.decision, self.progress, self.label = decision, progress, label
@@ -321,11 +323,12 @@ class Backtester:
     def _generator(self, config: L2Config, timeframe: str) -> Any:
         from l2_tactical.signal_generator import SignalGenerator
 
-        return SignalGenerator(config, ensemble=self.ensemble, clock=_FrozenClock(), timeframe=timeframe)
+        return SignalGenerator(config, ensemble=self.ensemble, clock=FrozenClock(), timeframe=timeframe)
 
 
-class _FrozenClock:
-    """The generator's clock in a backtest: model timeouts and the prediction cache never depend on wall time."""
+class FrozenClock:
+    """The generator's clock in a backtest: model timeouts and the prediction cache never depend on wall time
+    (a specialist's answer is never discarded as late, so a run is reproducible on any machine)."""
 
     _T0 = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -377,7 +380,11 @@ class _Run:
                 self._step(k, row)
                 if i % 256 == 255:
                     bar_progress.update(256)
+                    if self.bt.on_progress is not None:
+                        self.bt.on_progress(256)
             bar_progress.update(events % 256)
+            if self.bt.on_progress is not None:
+                self.bt.on_progress(events % 256)
         seconds = time.perf_counter() - started
         return self._result(seconds, events)
 
