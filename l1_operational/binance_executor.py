@@ -22,34 +22,50 @@ Life of an order::
   Binance refuses outright makes L1 close the position at market: never an unprotected position.
 * ``submit`` / ``on_bar`` are synchronous like PaperExecutor's; the network work happens in
   ``await sync()`` (:class:`BinanceBusAdapter` calls it on every order and bar).
+
+Binance's fills, errors and refusals are read in :mod:`l1_operational.binance_fills`, the protective
+orders' ids and requests built in :mod:`l1_operational.binance_protection`; the bus adapter is
+:mod:`l1_operational.binance_bus_adapter` (their names are importable from here too).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import math
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from l1_operational.bus_adapter import L1BusAdapter
+from l1_operational.binance_bus_adapter import BinanceBusAdapter
+from l1_operational.binance_fills import (
+    AUTH_CODES,
+    BinanceRefusal,
+    FillSummary,
+    call_binance,
+    exit_fill,
+    fill_time,
+    market_fill,
+    reason_for,
+    summarize_fills,
+)
+from l1_operational.binance_protection import Protection, format_step, protection_for, protection_request
 from l1_operational.executor import ExecutorStats, PendingOrder
 from l1_operational.live_gate import RedactingFilter, api_credentials
 from l1_operational.order_manager import AccountView, check_order
 from l1_operational.portfolio import FillRecord, Portfolio, Position, base_asset
 from l2_tactical.errors import ConfigError, TransientError
-from l2_tactical.execution import round_to_step, slippage_bps
-from l2_tactical.messages import ExecutionReport, ExecutionStatus, Message, OrderIntent, ReasonCode, Side, stable_id
+from l2_tactical.execution import round_to_step
+from l2_tactical.messages import ExecutionReport, ExecutionStatus, OrderIntent, ReasonCode, Side, stable_id
 
 if TYPE_CHECKING:
     from l1_operational.datafeed import Bar
     from l1_operational.journal import Journal
     from l2_tactical.clock import Clock
 
+__all__ = ["AUTH_CODES", "OPEN", "BinanceBusAdapter", "BinanceExecutor", "BinanceRefusal", "FillSummary", "Protection",
+           "client_order_id", "protection_for", "reason_for", "summarize_fills"]
+
 log = logging.getLogger(__name__)
-AUTH_CODES = (-1022, -2008, -2014, -2015)   # bad signature / key: fatal, fix the environment
 OPEN = ("NEW", "PARTIALLY_FILLED")
 _LOGGERS = ("", "binance", "l1_operational", "aiohttp")
 
@@ -64,81 +80,6 @@ def client_order_id(order_id: str) -> str:
     if len(cid) > 36 or not all(c.isalnum() or c in ".:/_-" for c in cid):
         raise ValueError(f"order_id={order_id!r}: cannot be a Binance clientOrderId ({cid!r})")
     return cid
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class FillSummary:
-    """Binance fills folded into one fill: ``base_delta`` (net of base commission) and ``fee`` (quote units)."""
-
-    executed: float
-    avg_price: float
-    fee: float
-    base_delta: float
-
-
-def summarize_fills(fills: Sequence[Mapping[str, Any]], side: Side, base: str, quote: str) -> FillSummary:
-    """Average price, quote-valued fees and the net base change of Binance's ``fills[]``.
-
-    A commission in the base asset is valued at the average price; in another asset (BNB) it
-    is not valued (logged). The fee is what makes ``FillRecord`` accounting exact:
-    quote change = -(base_delta * avg + fee).
-
-    >>> s = summarize_fills([{"price": "100", "qty": "1", "commission": "0.001", "commissionAsset": "BTC"},
-    ...                      {"price": "102", "qty": "1", "commission": "0.001", "commissionAsset": "BTC"}],
-    ...                     Side.BUY, "BTC", "USDT")
-    >>> s.executed, s.avg_price, round(s.fee, 6), s.base_delta
-    (2.0, 101.0, 0.202, 1.998)
-    """
-    executed = sum(float(f["qty"]) for f in fills)
-    if executed <= 0:
-        return FillSummary(0.0, 0.0, 0.0, 0.0)
-    avg = sum(float(f["qty"]) * float(f["price"]) for f in fills) / executed
-    base_fee = sum(float(f["commission"]) for f in fills if f["commissionAsset"] == base)
-    quote_fee = sum(float(f["commission"]) for f in fills if f["commissionAsset"] == quote)
-    other = {f["commissionAsset"] for f in fills if f["commissionAsset"] not in (base, quote)}
-    if other:
-        log.warning("binance: commission paid in %s is not valued in the report's fees", sorted(other))
-    sign = 1.0 if side is Side.BUY else -1.0
-    return FillSummary(executed, avg, base_fee * avg + quote_fee, sign * executed - base_fee)
-
-
-def reason_for(code: int, message: str) -> ReasonCode:
-    """The L1 reason code of a Binance order refusal."""
-    text = message.lower()
-    if "insufficient balance" in text:
-        return ReasonCode.INSUFFICIENT_BALANCE
-    if "notional" in text:
-        return ReasonCode.MIN_NOTIONAL
-    if "lot_size" in text:
-        return ReasonCode.INVALID_QTY
-    if code == -1121:
-        return ReasonCode.UNKNOWN_SYMBOL
-    return ReasonCode.EXCHANGE_REJECTED
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Protection:
-    """The exchange-side protective order(s) of one position (ids derive from the position)."""
-
-    symbol: str
-    stop_id: str
-    tp_id: str | None
-    list_id: str | None
-
-
-def protection_for(pos: Position, lot_step: float) -> Protection:
-    key = stable_id("prot", pos.order_id, f"{round_to_step(pos.qty, lot_step):.8f}")[5:]
-    tp = pos.take_profit is not None
-    return Protection(pos.symbol, f"l2s-{key}", f"l2t-{key}" if tp else None, f"l2o-{key}" if tp else None)
-
-
-def _fmt(x: float, step: float) -> str:
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
-    return f"{round_to_step(x, step):.{decimals}f}"
-
-
-def _ms(value: Any) -> datetime:
-    return datetime.fromtimestamp(int(value) / 1000, tz=timezone.utc)
 
 
 class BinanceExecutor:
@@ -261,7 +202,7 @@ class BinanceExecutor:
                     reports.extend(await self._check_protection(symbol))
             except TransientError as exc:
                 log.warning("binance: %s; retrying on the next sync", exc)
-            except _Refused as exc:
+            except BinanceRefusal as exc:
                 log.error("binance refused a request (%s); retrying on the next sync", exc)
             return reports
 
@@ -293,9 +234,9 @@ class BinanceExecutor:
             try:
                 resp = await self._call("order", self.client.create_order, symbol=intent.symbol,
                                         side=intent.side.value.upper(), type="MARKET",
-                                        quantity=_fmt(order.qty, self._lot(intent.symbol)), newClientOrderId=cid,
+                                        quantity=format_step(order.qty, self._lot(intent.symbol)), newClientOrderId=cid,
                                         newOrderRespType="FULL")
-            except _Refused as exc:
+            except BinanceRefusal as exc:
                 reports = [self._reject(intent, reason_for(exc.code, exc.message), now, journal="accepted")]
                 return reports + await self._protect(intent.symbol)
         reports = [self._record_market_fill(intent, order.qty, resp)]
@@ -307,7 +248,7 @@ class BinanceExecutor:
         """The order Binance already has under ``cid`` (with its fills from myTrades), or ``None``."""
         try:
             found = await self._call("order lookup", self.client.get_order, symbol=symbol, origClientOrderId=cid)
-        except _Refused as exc:
+        except BinanceRefusal as exc:
             if exc.code == -2013:
                 return None
             raise TransientError(f"binance order lookup {cid}: code {exc.code} {exc.message}") from None
@@ -318,26 +259,12 @@ class BinanceExecutor:
         return {**found, "transactTime": found.get("updateTime", found.get("time")), "fills": trades}
 
     def _record_market_fill(self, intent: OrderIntent, requested: float, resp: Mapping[str, Any]) -> ExecutionReport:
-        base = base_asset(intent.symbol, self.quote_asset)
-        fills = summarize_fills(resp.get("fills", []), intent.side, base, self.quote_asset)
-        when = _ms(resp["transactTime"])
-        if fills.executed <= 0:
-            return self._reject(intent, ReasonCode.EXPIRED, when, journal="accepted")
-        sign = 1.0 if intent.side is Side.BUY else -1.0
-        record = FillRecord(fill_id=stable_id("fill", intent.order_id), order_id=intent.order_id,
-                            symbol=intent.symbol, qty=fills.base_delta, price=fills.avg_price, fee=fills.fee,
-                            kind="market", bar_time=when, reference=intent.price, stop_loss=intent.stop_loss,
-                            take_profit=intent.take_profit, correlation_id=intent.correlation_id)
-        full = fills.executed >= requested * (1 - 1e-9)
-        report = ExecutionReport(
-            order_id=intent.order_id, symbol=intent.symbol, side=intent.side,
-            status=ExecutionStatus.FILLED if full else ExecutionStatus.PARTIALLY_FILLED, requested_qty=requested,
-            executed_qty=min(fills.executed, requested), avg_price=fills.avg_price, timestamp=when,
-            slippage_bps=slippage_bps(sign, fills.avg_price, intent.price), fees=fills.fee,
-            correlation_id=intent.correlation_id)
-        self._commit(record, report, order_filled=True)
+        fill = market_fill(intent, requested, resp, self.quote_asset)
+        if fill is None:
+            return self._reject(intent, ReasonCode.EXPIRED, fill_time(resp["transactTime"]), journal="accepted")
+        self._commit(*fill, order_filled=True)
         self.stats.filled += 1
-        return report
+        return fill[1]
 
     # -------------------------------------------------------------- protection
     async def _protect(self, symbol: str) -> list[ExecutionReport]:
@@ -351,26 +278,16 @@ class BinanceExecutor:
         if qty < self.symbols[symbol].min_qty:
             return reports
         prot = protection_for(pos, lot)
-        stop = round(pos.stop_loss / tick) * tick
-        limit = math.floor(stop * (1 - self.stop_limit_bps * 1e-4) / tick) * tick
-        common = {"symbol": symbol, "side": "SELL", "quantity": _fmt(qty, lot)}
+        what, params = protection_request(prot, pos, qty, lot=lot, tick=tick, stop_limit_bps=self.stop_limit_bps)
         try:
-            if pos.take_profit is not None:
-                await self._call("OCO", self.client.create_oco_order, **common, listClientOrderId=prot.list_id,
-                                 aboveType="LIMIT_MAKER", abovePrice=_fmt(pos.take_profit, tick),
-                                 aboveClientOrderId=prot.tp_id, belowType="STOP_LOSS_LIMIT",
-                                 belowStopPrice=_fmt(stop, tick), belowPrice=_fmt(limit, tick),
-                                 belowTimeInForce="GTC", belowClientOrderId=prot.stop_id)
-            else:
-                await self._call("stop", self.client.create_order, **common, type="STOP_LOSS_LIMIT",
-                                 timeInForce="GTC", stopPrice=_fmt(stop, tick), price=_fmt(limit, tick),
-                                 newClientOrderId=prot.stop_id)
-        except _Refused as exc:
+            await self._call(what, self.client.create_oco_order if what == "OCO" else self.client.create_order,
+                             **params)
+        except BinanceRefusal as exc:
             log.error("binance refused the protective stop of %s (code %s: %s); closing the position at market",
                       symbol, exc.code, exc.message)
             try:
                 return [*reports, await self._flatten(pos, qty)]
-            except _Refused as refused:
+            except BinanceRefusal as refused:
                 log.critical("binance refused to close the unprotected %s position (%s); retrying on the next sync",
                              symbol, refused)
                 return reports
@@ -385,7 +302,7 @@ class BinanceExecutor:
             return []
         try:
             await self._call("cancel", self.client.cancel_order, symbol=symbol, origClientOrderId=prot.stop_id)
-        except _Refused as exc:
+        except BinanceRefusal as exc:
             if exc.code not in (-2011, -2013):
                 self._protection[symbol] = prot
                 raise TransientError(f"binance cancel {prot.stop_id}: code {exc.code} {exc.message}") from None
@@ -430,25 +347,13 @@ class BinanceExecutor:
         resp = await self._recover(pos.symbol, cid)
         if resp is None:
             resp = await self._call("flatten", self.client.create_order, symbol=pos.symbol, side="SELL",
-                                    type="MARKET", quantity=_fmt(qty, self._lot(pos.symbol)), newClientOrderId=cid,
-                                    newOrderRespType="FULL")
+                                    type="MARKET", quantity=format_step(qty, self._lot(pos.symbol)),
+                                    newClientOrderId=cid, newOrderRespType="FULL")
         await self._refresh_account()
         return self._record_exit(pos, resp, ReasonCode.STOP_REFUSED)
 
     def _record_exit(self, pos: Position, order: Mapping[str, Any], reason: ReasonCode) -> ExecutionReport:
-        fills = summarize_fills(order["fills"], Side.SELL, base_asset(pos.symbol, self.quote_asset), self.quote_asset)
-        when = _ms(order["transactTime"])
-        exit_id = stable_id("exit", pos.order_id, order["orderId"])
-        level = pos.take_profit if reason is ReasonCode.TAKE_PROFIT_HIT else pos.stop_loss
-        reference = level if reason is not ReasonCode.STOP_REFUSED and level else fills.avg_price
-        kind = "take_profit" if reason is ReasonCode.TAKE_PROFIT_HIT else "stop_loss"
-        record = FillRecord(fill_id=stable_id("bfill", pos.symbol, order["orderId"]), order_id=exit_id,
-                            symbol=pos.symbol, qty=fills.base_delta, price=fills.avg_price, fee=fills.fee, kind=kind,
-                            bar_time=when, reference=reference, correlation_id=pos.correlation_id)
-        report = ExecutionReport(order_id=exit_id, symbol=pos.symbol, side=Side.SELL, status=ExecutionStatus.FILLED,
-                                 requested_qty=fills.executed, executed_qty=fills.executed, avg_price=fills.avg_price,
-                                 timestamp=when, slippage_bps=slippage_bps(-1.0, fills.avg_price, reference),
-                                 fees=fills.fee, reason_code=reason, correlation_id=pos.correlation_id)
+        record, report = exit_fill(pos, order, reason, self.quote_asset)
         self._commit(record, report, order_filled=False)
         self.stats.exits += 1
         return report
@@ -483,22 +388,7 @@ class BinanceExecutor:
     def _lot(self, symbol: str) -> float:
         return float(self.symbols[symbol].lot_step)
 
-    async def _call(self, what: str, fn: Any, **params: Any) -> Any:
-        """One python-binance call: credential errors are fatal, network trouble transient, refusals raised."""
-        from aiohttp import ClientError
-        from binance.exceptions import BinanceAPIException, BinanceRequestException
-
-        try:
-            return await fn(**params)
-        except BinanceAPIException as exc:
-            if exc.code in AUTH_CODES:
-                raise ConfigError(f"Binance rejected the API credentials on {what} (code {exc.code}: {exc.message}); "
-                                  "check BINANCE_API_KEY / BINANCE_API_SECRET") from None
-            if exc.status_code >= 500 or exc.code in (-1001, -1003, -1021):
-                raise TransientError(f"binance {what}: code {exc.code} {exc.message}") from None
-            raise _Refused(exc.code, exc.message) from None
-        except (TimeoutError, BinanceRequestException, ClientError, OSError) as exc:
-            raise TransientError(f"binance {what}: {type(exc).__name__}: {exc}") from None
+    _call = staticmethod(call_binance)
 
     # ----------------------------------------------------------------- reports
     def _commit(self, record: FillRecord, report: ExecutionReport, *, order_filled: bool) -> None:
@@ -529,37 +419,3 @@ class BinanceExecutor:
                 "balances": self.portfolio.balances, "open_positions": len(self.portfolio.positions),
                 "pending": len(self._pending), "protected": sorted(self._protection)}
 
-
-class _Refused(Exception):
-    """Binance refused a request (an order-level error, not credentials or the network)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"code {code}: {message}")
-        self.code, self.message = code, message
-
-
-class BinanceBusAdapter(L1BusAdapter):
-    """L1BusAdapter for a BinanceExecutor: connects it on start and runs its network work on orders and bars."""
-
-    executor: BinanceExecutor  # type: ignore[assignment]
-
-    async def start(self) -> None:
-        await self.executor.start()
-        await super().start()
-
-    async def stop(self) -> None:
-        try:
-            await super().stop()
-        finally:
-            await self.executor.close()
-
-    async def on_bar(self, bar: Bar) -> None:
-        self.executor.portfolio.update_mark(bar.symbol, bar.close)
-        await self.executor.sync_into_ready()
-        await super().on_bar(bar)
-
-    async def _on_order(self, message: Message) -> None:
-        await super()._on_order(message)
-        await self.executor.sync_into_ready()
-        self._outbox.extend(self.executor.drain())
-        await self.flush()
