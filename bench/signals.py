@@ -204,8 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     ens = EnsembleManager.from_config(cfg, root=root)
     comps = component_times(cfg, ens, root, args.timeframe, args.bars)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    import timeit
+
+    calib = min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
     print(f"\nSignalGenerator.on_bar latency, {args.timeframe} bars, {origin}, one core (cpu {args.cpu}), "
-          f"{args.bars} bars per symbol, load average {load}; microseconds\n")
+          f"{args.bars} bars per symbol, load average {load}, CPU speed check sum(range(1000)) = {calib:.1f} us; "
+          "microseconds\n")
     print("| measured | symbols | wall p50 | wall p99 | CPU p50 | CPU p99 | CPU p99 per symbol |")
     print("|---|---|---|---|---|---|---|")
     for k in (1, len(SYMBOLS[args.timeframe])):
