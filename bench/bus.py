@@ -1,15 +1,22 @@
-"""Bus benchmark: OrderIntent L2 -> L1 -> ExecutionReport round trips over the in-process bus and Redis.
+"""Benchmark: L2 -> L1 (the real PaperExecutor and its journal) -> ExecutionReport round trips over the bus.
 
-    .venv/bin/python bench/bus.py                       # both transports, Redis at 127.0.0.1:6379/0
-    .venv/bin/python bench/bus.py --transport redis --n 5000 --seconds 10
+    .venv/bin/python bench/bus.py                              # memory and Redis (127.0.0.1:6379/0)
+    .venv/bin/python bench/bus.py --transport redis --n 3000 --seconds 10 --journal-sync full
+    .venv/bin/python bench/bus.py --l1 echo                    # the bus alone: a trivial L1 that echoes
 
-L2 publishes an OrderIntent (built from real BTCUSDT 1m bars) on ``l2.orders``; a trivial L1
-responder answers each with a FILLED ExecutionReport on ``l1.reports``; L2's report handler
-stops the clock. Latency is measured one order at a time (p50/p99 of publish -> report
-handled); throughput keeps ``--window`` orders in flight for ``--seconds`` and counts completed
-round trips per second. Over Redis the responder runs in its own process by default (as L1
-would). ``responder()`` is the piece to swap for the real L1 executor. Not a test: it prints a
-markdown table.
+L2 is an L2BusAdapter whose TacticalLoop applies each report; it sends OrderIntents built from
+real BTCUSDT 1m bars (order k priced at bar k's close, alternately BUY and SELL 0.001 BTC).
+L1 is the real L1BusAdapter + PaperExecutor + Journal: it validates and journals the order, then
+processes bar k+1 (the order's fill bar: the fill at its open through the one simulator, journaled,
+its report through the outbox) -- one order, one real fill cycle. The journal commits before a
+report is published (group commit: one transaction per bus read batch). L2 stops the clock when
+the order's report is applied.
+
+Latency: one order at a time (p50/p99 of ``--n`` round trips after ``--warmup``). Throughput: up to
+``--window`` orders in flight for ``--seconds``, completed round trips per second. Over Redis L1
+runs in its own process. CPU: process CPU time per order of L2 and of L1 (one number in-process),
+so results on a loaded machine can be judged (the load average is printed). Not a test: it prints
+a markdown table.
 """
 
 from __future__ import annotations
@@ -20,226 +27,315 @@ import multiprocessing as mp
 import os
 import statistics
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from l1_operational.bus_adapter import L1BusAdapter  # noqa: E402
+from l1_operational.datafeed import Bar, merged_bars, read_candle_arrays  # noqa: E402
+from l1_operational.executor import PaperExecutor  # noqa: E402
+from l1_operational.journal import Journal  # noqa: E402
 from l2_tactical.bus import MessageBus, Topic, open_bus  # noqa: E402
-from l2_tactical.clock import SystemClock  # noqa: E402
-from l2_tactical.data.candles import load_candles  # noqa: E402
+from l2_tactical.bus_adapter import L2BusAdapter  # noqa: E402
+from l2_tactical.clock import SimulatedClock  # noqa: E402
+from l2_tactical.config import L2Config  # noqa: E402
 from l2_tactical.messages import ExecutionReport, ExecutionStatus, Message, OrderIntent, Side  # noqa: E402
+from l2_tactical.tactical_loop import TacticalLoop  # noqa: E402
 
 TARGET_P99_MS, TARGET_RATE = 5.0, 2000.0
+DATA = ROOT / "data" / "BTCUSDT-1m.csv.gz"
+QTY = 0.001
 
 
-@dataclass
-class Result:
-    transport: str
-    p50_ms: float
-    p99_ms: float
-    rate: float
-    cpu_us: float  # this process's CPU time per sequential round trip
-
-    def row(self) -> str:
-        met = self.p99_ms <= TARGET_P99_MS and self.rate >= TARGET_RATE
-        return (f"| {self.transport} | {self.p50_ms:.2f} | {self.p99_ms:.2f} | {self.rate:,.0f} | "
-                f"p99 ≤ {TARGET_P99_MS:g} ms, ≥ {TARGET_RATE:,.0f}/s | {'yes' if met else 'no'} | {self.cpu_us:,.0f} |")
+def real_bars(n: int) -> list[Bar]:
+    return list(merged_bars([read_candle_arrays(DATA)], start="2025-06-01T00:00:00Z"))[: n + 2]
 
 
-def make_orders(n: int, tag: str) -> list[OrderIntent]:
-    """``n`` distinct buy orders at real BTCUSDT closes (cycling through the bundled bars)."""
-    frame = load_candles(ROOT / "data" / "BTCUSDT-1m.csv.gz").frame
-    closes, lows = frame["close"].to_numpy(), frame["low"].to_numpy()
-    stamps = frame.index.to_pydatetime()
-    out = []
-    for i in range(n):
-        j = i % len(frame)
-        out.append(OrderIntent(signal_id=f"bench-{tag}-{i}", symbol="BTCUSDT", side=Side.BUY, qty=0.001,
-                               price=float(closes[j]), stop_loss=round(float(lows[j]) * 0.99, 2),
-                               timestamp=stamps[j] + timedelta(minutes=1)))
-    return out
+def order_for(bars: list[Bar], k: int, tag: str) -> OrderIntent:
+    bar, buy = bars[k], k % 2 == 0
+    stop = bar.close * (0.95 if buy else 1.05)
+    return OrderIntent(signal_id=f"bench-{tag}-{k}", symbol="BTCUSDT", side=Side.BUY if buy else Side.SELL, qty=QTY,
+                       price=bar.close, stop_loss=stop, timestamp=bar.close_time)
 
 
-def open_side(url: str, prefix: str, group: str) -> MessageBus:
-    return open_bus(url, prefix=prefix, group=group, consumer=f"{group}-1", max_deliveries=5, clock=SystemClock(),
-                    block_seconds=0.5, batch=256)
+def bar_index(order: OrderIntent) -> int:
+    return int(order.signal_id.rsplit("-", 1)[1])
 
 
-async def responder(bus: MessageBus) -> None:
-    """Trivial L1: fill every order at its price and report back."""
-    clock = bus.clock
+class BenchL1(L1BusAdapter):
+    """The real L1 adapter; after order k it processes bar k+1 (the fill bar) in the same batch."""
 
-    async def on_order(message: Message) -> None:
-        assert isinstance(message, OrderIntent)
-        report = ExecutionReport(order_id=message.order_id, symbol=message.symbol, side=message.side,
-                                 status=ExecutionStatus.FILLED, requested_qty=message.qty, executed_qty=message.qty,
-                                 avg_price=message.price, timestamp=clock.now(), correlation_id=message.correlation_id)
-        await bus.publish(Topic.L1_REPORTS, report)
+    def __init__(self, *args: Any, bars: list[Bar], cpu: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fill_bars, self.done, self.cpu = bars, -1, cpu
 
-    await bus.subscribe(Topic.L2_ORDERS, on_order)
+    async def _on_order(self, message: Message) -> None:
+        await super()._on_order(message)
+        if isinstance(message, OrderIntent) and bar_index(message) + 1 > self.done:
+            self.done = bar_index(message) + 1
+            self.apply_bar(self.fill_bars[self.done])   # journaled now, committed by the batch's flush
+
+    async def flush(self) -> None:
+        await super().flush()
+        if self.cpu is not None:
+            self.cpu.value = time.process_time()
 
 
-def _responder_process(url: str, prefix: str, stop: Callable[[], bool]) -> None:
+class EchoL1:
+    """``--l1 echo``: answers every order with a FILLED report at its price (the bus alone)."""
+
+    def __init__(self, bus: MessageBus, cpu: Any = None) -> None:
+        self.bus, self.cpu = bus, cpu
+
+    async def start(self) -> None:
+        await self.bus.subscribe(Topic.L2_ORDERS, self._on_order, dedup=False, drop_expired=False)
+
+    async def _on_order(self, m: Message) -> None:
+        assert isinstance(m, OrderIntent)
+        await self.bus.publish(Topic.L1_REPORTS, ExecutionReport(
+            order_id=m.order_id, symbol=m.symbol, side=m.side, status=ExecutionStatus.FILLED, requested_qty=m.qty,
+            executed_qty=m.qty, avg_price=m.price, timestamp=m.timestamp, correlation_id=m.correlation_id))
+        if self.cpu is not None:
+            self.cpu.value = time.process_time()
+
+    async def stop(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class JournalSpec:
+    kind: str   # "file" | "memory"
+    sync: str   # "normal" | "full"
+
+    def url(self) -> str:
+        if self.kind == "memory":
+            return "sqlite://"
+        return f"sqlite:///{Path(tempfile.mkdtemp(prefix='bench-l1-')) / 'journal.sqlite'}"
+
+    def label(self, l1: str) -> str:
+        if l1 == "echo":
+            return "none (echo L1)"
+        return "SQLite in memory" if self.kind == "memory" else f"SQLite file, WAL, synchronous={self.sync.upper()}"
+
+
+def make_l1(url: str, prefix: str, bars: list[Bar], l1: str, journal: JournalSpec, cpu: Any = None) -> tuple[Any, Any]:
+    clock = SimulatedClock(bars[0].open_time)
+    bus = open_bus(url, prefix=prefix, group="l1", consumer="l1-1", max_deliveries=5, clock=clock,
+                   block_seconds=1.0, batch=256)
+    if l1 == "echo":
+        return bus, EchoL1(bus, cpu)
+    executor = PaperExecutor.from_config(L2Config.default(), journal=Journal(journal.url(), sync=journal.sync),
+                                         clock=clock, initial_balances={"USDT": 10_000_000.0})
+    return bus, BenchL1(bus, executor, bars=bars, cpu=cpu, heartbeat_seconds=3600.0, advance_clock=True)
+
+
+def _l1_child(url: str, prefix: str, n: int, l1: str, journal: JournalSpec, ready: Any, stop: Any, cpu: Any) -> None:
     async def run() -> None:
-        bus = open_side(url, prefix, "l1")
-        await responder(bus)
-        while not stop():
+        bus, adapter = make_l1(url, prefix, real_bars(n), l1, journal, cpu)
+        await adapter.start()
+        ready.set()
+        while not stop.is_set():
             await asyncio.sleep(0.05)
+        await adapter.stop()
         await bus.close()
 
     asyncio.run(run())
 
 
-def _child(url: str, prefix: str, stop_event: mp.synchronize.Event, preview: bool) -> None:
-    if preview:
-        preview_hint_cache()
-    _responder_process(url, prefix, stop_event.is_set)
+class _NoSignals:
+    def on_bar(self, *args: Any, **kwargs: Any) -> tuple[()]:
+        return ()
 
 
-def preview_hint_cache() -> None:
-    """Preview of a requested messages.py change: cache ``typing.get_type_hints`` per message class.
+class L2Side:
+    """L2: an L2BusAdapter (its loop applies the reports) that times each order until its report is applied."""
 
-    ``Message.from_dict`` re-evaluates the string annotations on every decode (~0.5 ms of a
-    ~0.7 ms OrderIntent decode). This patches only this benchmark process.
-    """
-    import functools
-    import types
-    import typing
+    def __init__(self, url: str, prefix: str, bars: list[Bar]) -> None:
+        cfg = L2Config.default()
+        self.clock = SimulatedClock(bars[0].open_time)
+        self.bus = open_bus(url, prefix=prefix, group="l2", consumer="l2-1", max_deliveries=5, clock=self.clock,
+                            block_seconds=1.0, batch=256)
+        self.adapter = L2BusAdapter(self.bus, TacticalLoop(cfg, _NoSignals(), clock=self.clock,
+                                                           initial_cash=10_000_000.0))
+        self.waiting: dict[str, asyncio.Future[float]] = {}
+        original = self.adapter._on_report
 
-    import l2_tactical.messages as msgs
+        async def on_report(message: Message) -> None:
+            await original(message)
+            if isinstance(message, ExecutionReport):
+                fut = self.waiting.pop(message.order_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(time.perf_counter())
 
-    names = {k: getattr(typing, k) for k in dir(typing) if not k.startswith("__")}
-    msgs.typing = types.SimpleNamespace(**dict(names, get_type_hints=functools.cache(typing.get_type_hints)))  # type: ignore[assignment]
+        self.adapter._on_report = on_report  # type: ignore[method-assign]
 
-
-async def measure(l2: MessageBus, n: int, seconds: float, window: int, warmup: int) -> tuple[list[float], float, float]:
-    waiting: dict[str, asyncio.Future[float]] = {}
-
-    async def on_report(message: Message) -> None:
-        fut = waiting.pop(getattr(message, "order_id", ""), None)
-        if fut is not None and not fut.done():
-            fut.set_result(time.perf_counter())
-
-    await l2.subscribe(Topic.L1_REPORTS, on_report)
-    loop = asyncio.get_running_loop()
-
-    async def round_trip(order: OrderIntent) -> float:
-        fut = loop.create_future()
-        waiting[order.order_id] = fut
+    async def round_trip(self, order: OrderIntent) -> float:
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.waiting[order.order_id] = fut
         t0 = time.perf_counter()
-        await l2.publish(Topic.L2_ORDERS, order)
-        return (await asyncio.wait_for(fut, 10.0)) - t0
-
-    orders = make_orders(warmup + n, uuid.uuid4().hex[:6])
-    for o in orders[:warmup]:
-        await round_trip(o)
-    cpu0 = time.process_time()
-    latencies = [await round_trip(o) for o in orders[warmup:]]
-    cpu_us = (time.process_time() - cpu0) / max(1, n) * 1e6
-
-    stream = make_orders(int(seconds * 20_000) + window, uuid.uuid4().hex[:6])
-    it = iter(stream)
-    done = 0
-    end = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal done
-        for order in it:
-            if time.perf_counter() >= end:
-                return
-            await round_trip(order)
-            done += 1
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(window)))
-    return latencies, done / (time.perf_counter() - start), cpu_us
+        await self.adapter.send(Topic.L2_ORDERS, order)
+        return (await asyncio.wait_for(fut, 30.0)) - t0
 
 
-def summarise(name: str, measured: tuple[list[float], float, float]) -> Result:
-    latencies, rate, cpu_us = measured
-    ms = sorted(x * 1000 for x in latencies)
+@dataclass
+class Measured:
+    latencies: list[float]
+    rate: float
+    cpu_seq: tuple[float, float]   # CPU µs per order (L2 process, L1 process) in the latency run
+    cpu_tput: tuple[float, float]  # ... in the throughput run
+
+
+class CpuProbe:
+    """CPU seconds of this process and, when L1 runs elsewhere, of L1 (its last flush)."""
+
+    def __init__(self, l1_cpu: Any) -> None:
+        self.l1_cpu = l1_cpu
+
+    def read(self) -> tuple[float, float]:
+        return time.process_time(), (self.l1_cpu.value if self.l1_cpu is not None else 0.0)
+
+    @staticmethod
+    def per_order(a: tuple[float, float], b: tuple[float, float], n: int) -> tuple[float, float]:
+        return ((b[0] - a[0]) / max(1, n) * 1e6, (b[1] - a[1]) / max(1, n) * 1e6)
+
+
+async def measure(l2: L2Side, bars: list[Bar], args: argparse.Namespace, tag: str, probe: CpuProbe) -> Measured:
+    for k in range(args.warmup):
+        await l2.round_trip(order_for(bars, k, tag))
+    k0 = args.warmup
+    c0 = probe.read()
+    lat = [await l2.round_trip(order_for(bars, k, tag)) for k in range(k0, k0 + args.n)]
+    c1 = probe.read()
+    sem = asyncio.Semaphore(args.window)
+    pending: list[asyncio.Task[float]] = []
+    k = k0 + args.n
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < args.seconds and k + 2 < len(bars):
+        await sem.acquire()
+        task = asyncio.ensure_future(l2.round_trip(order_for(bars, k, tag)))
+        task.add_done_callback(lambda _: sem.release())
+        pending.append(task)
+        k += 1
+        await asyncio.sleep(0)  # publish in order: one send at a time
+    await asyncio.gather(*pending)
+    elapsed = time.perf_counter() - t0
+    await asyncio.sleep(0.1)    # let L1 record its CPU after its last flush
+    c2 = probe.read()
+    return Measured(lat, len(pending) / elapsed, probe.per_order(c0, c1, args.n), probe.per_order(c1, c2, len(pending)))
+
+
+@dataclass
+class Result:
+    transport: str
+    journal: str
+    p50_ms: float
+    p99_ms: float
+    rate: float
+    cpu_seq: str
+    cpu_tput: str
+
+    def row(self) -> str:
+        met = self.p99_ms <= TARGET_P99_MS and self.rate >= TARGET_RATE
+        return (f"| {self.transport} | {self.journal} | {self.p50_ms:.2f} | {self.p99_ms:.2f} | {self.rate:,.0f} | "
+                f"p99 ≤ {TARGET_P99_MS:g} ms, ≥ {TARGET_RATE:,.0f}/s | {'yes' if met else 'no'} | "
+                f"{self.cpu_seq} | {self.cpu_tput} |")
+
+
+def summarise(name: str, journal: str, m: Measured, split: bool) -> Result:
+    ms = sorted(x * 1e3 for x in m.latencies)
     p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
-    return Result(name, statistics.median(ms), p99, rate, cpu_us)
+
+    def cpu(c: tuple[float, float]) -> str:
+        return f"{c[0]:,.0f} + {c[1]:,.0f}" if split else f"{c[0]:,.0f}"
+
+    return Result(name, journal, statistics.median(ms), p99, m.rate, cpu(m.cpu_seq), cpu(m.cpu_tput))
 
 
-async def bench_memory(args: argparse.Namespace) -> Result:
+async def bench_memory(args: argparse.Namespace, bars: list[Bar]) -> Result:
     url, prefix = f"memory://bench-{uuid.uuid4().hex[:6]}", "bench"
-    l1, l2 = open_side(url, prefix, "l1"), open_side(url, prefix, "l2")
-    await responder(l1)
-    measured = await measure(l2, args.n, args.seconds, args.window, args.warmup)
-    await l1.close(), await l2.close()
-    return summarise("in-process (asyncio)", measured)
-
-
-async def bench_redis(args: argparse.Namespace) -> Result:
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    l2 = open_side(args.redis_url, prefix, "l2")
-    await l2.ping()
-    ctx = mp.get_context("spawn")
-    stop = ctx.Event()
-    child = None
-    l1 = None
-    if args.inproc_responder:
-        l1 = open_side(args.redis_url, prefix, "l1")
-        await responder(l1)
-    else:
-        child = ctx.Process(target=_child, args=(args.redis_url, prefix, stop, args.preview_hint_cache), daemon=True)
-        child.start()
+    l1_bus, l1 = make_l1(url, prefix, bars, args.l1, args.journal_spec)
+    l2 = L2Side(url, prefix, bars)
+    await l1.start()
+    await l2.adapter.start()
     try:
-        measured = await measure(l2, args.n, args.seconds, args.window, args.warmup)
+        measured = await measure(l2, bars, args, "m", CpuProbe(None))
+    finally:
+        await l2.adapter.stop()
+        await l1.stop()
+        await l2.bus.close()
+        await l1_bus.close()
+    return summarise("in-process (asyncio)", args.journal_spec.label(args.l1), measured, split=False)
+
+
+async def bench_redis(args: argparse.Namespace, bars: list[Bar]) -> Result:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    ctx = mp.get_context("spawn")
+    ready, stop, cpu = ctx.Event(), ctx.Event(), ctx.Value("d", 0.0, lock=False)
+    child = ctx.Process(target=_l1_child, args=(args.redis, prefix, len(bars) - 2, args.l1, args.journal_spec,
+                                                ready, stop, cpu), daemon=True)
+    child.start()
+    l2 = L2Side(args.redis, prefix, bars)
+    try:
+        if not await asyncio.to_thread(ready.wait, 60):
+            raise RuntimeError("the L1 process did not start")
+        await l2.adapter.start()
+        measured = await measure(l2, bars, args, "r", CpuProbe(cpu))
     finally:
         stop.set()
-        if child is not None:
-            await asyncio.to_thread(child.join, 10)
-        if l1 is not None:
-            await l1.close()
-        await l2.close()
-        await _delete_prefix(args.redis_url, prefix)
-    where = "same process" if args.inproc_responder else "L1 in its own process"
-    return summarise(f"Redis Streams, loopback ({where})", measured)
+        await l2.adapter.stop()
+        await l2.bus.close()
+        await asyncio.to_thread(child.join, 10)
+        await _delete_prefix(args.redis, prefix)
+    return summarise("Redis Streams, loopback (L1 in its own process)", args.journal_spec.label(args.l1), measured,
+                     split=True)
 
 
 async def _delete_prefix(url: str, prefix: str) -> None:
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(url)
-    keys = [k async for k in client.scan_iter(f"{prefix}:*")]
+    keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
     if keys:
         await client.delete(*keys)
     await client.aclose()
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--transport", choices=("memory", "redis", "both"), default="both")
-    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    p.add_argument("--n", type=int, default=3000, help="sequential round trips for the latency percentiles")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    p.add_argument("--l1", choices=("paper", "echo"), default="paper",
+                   help="paper: the real PaperExecutor + journal (default); echo: a trivial responder (bus only)")
+    p.add_argument("--n", type=int, default=2000, help="sequential round trips for the latency percentiles")
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--seconds", type=float, default=5.0, help="duration of the throughput run")
-    p.add_argument("--window", type=int, default=64, help="orders in flight during the throughput run")
-    p.add_argument("--inproc-responder", action="store_true", help="Redis: run the L1 responder in this process")
-    p.add_argument("--preview-hint-cache", action="store_true",
-                   help="patch messages.py's per-decode get_type_hints with a cache (preview of a requested change)")
+    p.add_argument("--window", type=int, default=64, help="orders in flight in the throughput run")
+    p.add_argument("--journal", choices=("file", "memory"), default="file",
+                   help="file: a durable SQLite file in a temp dir (default); memory: in-memory SQLite")
+    p.add_argument("--journal-sync", choices=("normal", "full"), default="normal",
+                   help="SQLite synchronous mode of the file journal (full: fsync at every commit)")
     args = p.parse_args(argv)
-    if args.preview_hint_cache:
-        preview_hint_cache()
+    args.journal_spec = JournalSpec(args.journal, args.journal_sync)
+    bars = real_bars(args.warmup + args.n + int(args.seconds * 20_000))
+    load_before = os.getloadavg()[0]
     results = []
     if args.transport in ("memory", "both"):
-        results.append(asyncio.run(bench_memory(args)))
+        results.append(asyncio.run(bench_memory(args, bars)))
     if args.transport in ("redis", "both"):
-        results.append(asyncio.run(bench_redis(args)))
-    print(f"\nround trip L2 -> L1 -> report: {args.n} sequential orders; throughput over {args.seconds:g} s "
-          f"with {args.window} in flight (msgs/s = completed order round trips per second); "
-          f"python {sys.version.split()[0]}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
-          f"{'; messages.py hint cache PREVIEW' if args.preview_hint_cache else ''}\n")
-    print("| transport | p50 ms | p99 ms | msgs/s | target | met? | CPU µs/round trip (this process) |")
-    print("|---|---|---|---|---|---|---|")
+        results.append(asyncio.run(bench_redis(args, bars)))
+    print(f"\nL2 -> L1 ({'PaperExecutor + journal' if args.l1 == 'paper' else 'echo'}) -> ExecutionReport: "
+          f"{args.n} sequential round trips; throughput over {args.seconds:g} s with {args.window} in flight; "
+          f"python {sys.version.split()[0]}; load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores\n")
+    print("| transport | journal | p50 ms | p99 ms | orders/s | target | met? | CPU µs/order sequential "
+          "(L2 + L1) | CPU µs/order at throughput (L2 + L1) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(r.row())
     return 0

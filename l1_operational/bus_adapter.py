@@ -10,6 +10,10 @@
 * Reports are journaled before they are published (an outbox): reports that could not be
   published (bus down, process killed) are re-sent on the next cycle / at start. A handler
   never fails because the bus is down, so the bus never re-delivers an order L1 journaled.
+* Group commit: the journal runs deferred; the orders of one bus read batch (each in its own
+  savepoint) and the fills of one bar share one transaction, committed by :meth:`flush` before
+  it publishes their reports (in one round trip) and before the batch is acknowledged. If that
+  commit fails, the executor reloads from the journal and the batch stays pending (re-delivered).
 
 The bus package is imported here only (not by the executor core).
 """
@@ -49,10 +53,11 @@ class L1BusAdapter:
         """Re-send reports left unpublished by a previous run, then consume orders and send heartbeats."""
         from l2_tactical.bus import Topic
 
+        self.executor.journal.deferred = True
         self._outbox = self.executor.journal.reports(unpublished_only=True)
         await self.flush()
         self._subscription = await self.bus.subscribe(Topic.L2_ORDERS, self._on_order, dedup=False,
-                                                      drop_expired=False)
+                                                      drop_expired=False, after_batch=self.flush)
         self._tasks.append(asyncio.create_task(self._heartbeats(), name="l1-heartbeats"))
 
     async def stop(self) -> None:
@@ -66,6 +71,8 @@ class L1BusAdapter:
             await self._subscription.stop()
             self._subscription = None
         await self.flush()
+        self.executor.journal.flush()
+        self.executor.journal.deferred = False
         if self.metrics is not None:
             self.metrics.flush()
 
@@ -75,6 +82,12 @@ class L1BusAdapter:
             await self.on_bar(bar)
 
     async def on_bar(self, bar: Bar) -> None:
+        self.apply_bar(bar)
+        if self._outbox or self.executor.journal.in_transaction:
+            await self.flush()
+
+    def apply_bar(self, bar: Bar) -> None:
+        """The executor's work for one bar (fills, exits; journaled, not yet committed); reports to the outbox."""
         if self.advance_clock:
             clock = self.executor.clock
             if bar.close_time > clock.now():
@@ -84,36 +97,45 @@ class L1BusAdapter:
         if self.metrics is not None:
             self.metrics.record(bar, self.executor)
         self._outbox.extend(reports)
-        if self._outbox:
-            await self.flush()
 
     async def _on_order(self, message: Message) -> None:
+        """Validate and journal one order (its own savepoint); the batch's :meth:`flush` commits and reports."""
         if not isinstance(message, OrderIntent):
             log.warning("l1: ignoring %s on the orders topic", type(message).__name__)
             return
-        report = self.executor.submit(message)
+        with self.executor.journal.savepoint():
+            report = self.executor.submit(message)
         if report is not None:
             self._outbox.append(report)
-            await self.flush()
 
     async def flush(self) -> None:
-        """Publish the outbox in order; what fails stays for the next try (never raises on a bus outage)."""
+        """Commit the journal, then publish the outbox in order (one round trip); what fails stays for the
+        next try (never raises on a bus outage). A failed commit reloads the executor and raises."""
         from l2_tactical.bus import Topic
 
         async with self._flush_lock:   # the order consumer and the feed loop both flush
-            sent: list[str] = []
+            self._commit()
+            if not self._outbox:
+                return
+            batch = list(self._outbox)
             try:
-                while self._outbox:
-                    report = self._outbox[0]
-                    await self.bus.publish(Topic.L1_REPORTS, report)
-                    sent.append(report.report_id)
-                    self._outbox.pop(0)
+                await self.bus.publish_many(Topic.L1_REPORTS, batch)
             except TransientError as exc:
                 log.warning("l1: %d report(s) wait for the bus: %s", len(self._outbox), exc)
-            finally:
-                if sent:
-                    self.executor.journal.mark_published(sent)
-                    self.published += len(sent)
+                return
+            del self._outbox[:len(batch)]
+            self.executor.journal.mark_published(r.report_id for r in batch)
+            self.published += len(batch)
+
+    def _commit(self) -> None:
+        journal = self.executor.journal
+        try:
+            journal.commit()
+        except Exception:
+            journal.rollback()
+            self.executor.reload()
+            self._outbox = journal.reports(unpublished_only=True)
+            raise
 
     async def _heartbeats(self) -> None:
         from l2_tactical.bus import Topic

@@ -78,14 +78,23 @@ class PaperExecutor:
     def __init__(self, *, journal: Journal, symbols: Mapping[str, Any], costs: Costs,
                  initial_balances: Mapping[str, float], quote_asset: str, clock: Clock) -> None:
         self.journal, self.symbols, self.costs, self.clock = journal, dict(symbols), costs, clock
-        self.quote_asset = quote_asset
-        self.portfolio: Portfolio = journal.rebuild_portfolio(initial_balances, quote_asset=quote_asset)
+        self.quote_asset, self.initial_balances = quote_asset, dict(initial_balances)
+        self._last_bar: dict[str, datetime] = {}
+        self.stats = ExecutorStats()
+        self.reload()
+
+    def reload(self) -> None:
+        """(Re)build the portfolio, the seen order ids and the pending orders from the journal.
+
+        Start-up runs it; so does the bus adapter when a group commit failed (the journal lost the
+        batch's writes, so the in-memory state must forget them too; the bus re-delivers the batch).
+        """
+        journal = self.journal
+        self.portfolio: Portfolio = journal.rebuild_portfolio(self.initial_balances, quote_asset=self.quote_asset)
         self._seen: set[str] = journal.order_ids()
         self._pending: dict[str, list[PendingOrder]] = collections.defaultdict(list)
         for intent, qty, after in journal.pending_orders():
             self._pending[intent.symbol].append(PendingOrder(intent, qty, after))
-        self._last_bar: dict[str, datetime] = {}
-        self.stats = ExecutorStats()
 
     @classmethod
     def from_config(cls, cfg: Any, *, journal: Journal, clock: Clock,

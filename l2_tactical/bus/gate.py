@@ -212,3 +212,15 @@ class Gate:
         order = _order_key(message) if self.ordered else None
         if order is not None and (order[0] not in self._latest or order[1] > self._latest[order[0]]):
             self._latest[order[0]] = order[1]
+
+    def latest(self) -> dict[str, tuple[Any, ...]]:
+        """The ordering state, to :meth:`undo` a batch with."""
+        return dict(self._latest)
+
+    def undo(self, messages: list[Message], latest: dict[str, tuple[Any, ...]]) -> None:
+        """Forget recorded ``messages`` whose batch was not acknowledged after all (they come again)."""
+        for message in messages:
+            key = message_key(message)
+            if key is not None:
+                self._seen.pop(key, None)
+        self._latest = latest

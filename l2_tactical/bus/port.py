@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Message], Awaitable[None]]
 """``async def handler(message) -> None``; raising means "not handled, deliver again"."""
 DropHandler = Callable[[Message, DropReason], Awaitable[None]]
+BatchHandler = Callable[[], Awaitable[None]]
+"""``async def after_batch() -> None``: runs once the handlers of one read batch returned, before the
+batch is acknowledged (e.g. one commit for the batch); raising leaves the batch's handled entries pending."""
 
 _TOPIC_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
@@ -101,6 +104,7 @@ class Subscription:
     handler: Handler
     gate: Gate
     on_drop: DropHandler | None = None
+    after_batch: BatchHandler | None = None
     task: asyncio.Task[None] | None = None
     stopping: bool = False
 
@@ -160,6 +164,26 @@ class MessageBus(abc.ABC):
         self.stats.published[name] += 1
         return entry_id
 
+    async def publish_many(self, topic: Topic | str, messages: Sequence[Message]) -> list[str]:
+        """Append ``messages`` in order in one transport round trip where the adapter can (Redis: a pipeline).
+
+        Raises TransientError when unreachable; then any prefix of them may have been appended
+        (at-least-once: re-publishing them is what the caller's outbox does, consumers drop duplicates).
+        """
+        if len(messages) == 1:
+            return [await self.publish(topic, messages[0])]
+        name = topic_name(topic)
+        expected = TOPIC_MESSAGE.get(name)
+        for message in messages:
+            if not isinstance(message, Message) or (expected is not None and not isinstance(message, expected)):
+                want = expected.__name__ if expected else "a messages.py message"
+                raise ValueError(f"publish_many({name!r}, {type(message).__name__}): topic {name!r} carries {want}")
+        self._check_open()
+        now = self.clock.now()
+        ids = await self._append_many(self.stream(name), [Envelope.wrap(m, now).to_fields() for m in messages])
+        self.stats.published[name] += len(ids)
+        return ids
+
     async def publish_raw(self, topic: Topic | str, fields: dict[str, str]) -> str:
         """Append unchecked envelope fields (tools and fault tests: this is how poison gets in)."""
         self._check_open()
@@ -168,18 +192,21 @@ class MessageBus(abc.ABC):
     async def subscribe(self, topic: Topic | str, handler: Handler, *, group: str | None = None,
                         consumer: str | None = None, dedup: bool = True, drop_expired: bool = True,
                         ordered: bool = True, dedup_size: int = 100_000,
-                        on_drop: DropHandler | None = None) -> Subscription:
+                        on_drop: DropHandler | None = None, after_batch: BatchHandler | None = None) -> Subscription:
         """Start consuming ``topic`` as ``consumer`` of ``group`` (defaults: the bus's own) in a task.
 
         ``dedup`` drops a message whose id (order_id, report_id, ...) this subscription already
         handled (bounded to ``dedup_size`` ids); ``drop_expired`` drops messages whose
         ``expires_at`` has passed on the bus clock; ``ordered`` drops a StrategicDecision or a
         Heartbeat older than the last one handled. Dropped messages are acknowledged, counted in
-        ``stats.dropped`` and passed to ``on_drop``.
+        ``stats.dropped`` and passed to ``on_drop``. ``after_batch`` runs after the handlers of each
+        read batch (when at least one was handled) and before the batch is acknowledged: one commit
+        per batch; if it raises, every entry handled in the batch stays pending and is delivered again.
         """
         self._check_open()
         gate = Gate(dedup=dedup, drop_expired=drop_expired, ordered=ordered, dedup_size=dedup_size)
-        sub = Subscription(topic_name(topic), group or self.group, consumer or self.consumer, handler, gate, on_drop)
+        sub = Subscription(topic_name(topic), group or self.group, consumer or self.consumer, handler, gate, on_drop,
+                           after_batch)
         sub.task = asyncio.get_running_loop().create_task(self._consume(sub), name=f"bus:{sub.topic}:{sub.consumer}")
         self._subs.append(sub)
         return sub
@@ -203,6 +230,10 @@ class MessageBus(abc.ABC):
     # ------------------------------------------------------- adapter primitives
     @abc.abstractmethod
     async def _append(self, stream: str, fields: dict[str, str]) -> str: ...
+
+    async def _append_many(self, stream: str, fields: Sequence[dict[str, str]]) -> list[str]:
+        """Append several entries in order (adapters override it to use one round trip)."""
+        return [await self._append(stream, f) for f in fields]
 
     @abc.abstractmethod
     async def _ensure_group(self, stream: str, group: str) -> None: ...
@@ -284,23 +315,49 @@ class MessageBus(abc.ABC):
             return False
         ack: list[str] = []
         dead: list[DeadLetter] = []
+        handled: list[tuple[str, Message]] = []
         retry = False
+        latest = sub.gate.latest() if sub.after_batch is not None else {}
         for entry in entries:
             outcome = await self._process(sub, entry)
             if outcome is None:
                 retry = True
                 continue
+            if isinstance(outcome, Message):
+                sub.gate.record(outcome)
+                handled.append((entry.id, outcome))
+                continue
             ack.append(entry.id)
             if isinstance(outcome, DeadLetter):
                 dead.append(outcome)
+        if handled and not await self._after_batch(sub, len(handled)):
+            sub.gate.undo([m for _, m in handled], latest)
+            handled, retry = [], True
+        ack.extend(entry_id for entry_id, _ in handled)
         if ack:
             await self._settle(self.stream(sub.topic), sub.group, ack, dead, self.dead_stream(sub.topic))
             for d in dead:
                 self.stats.dead_lettered[(sub.topic, d.reason)] += 1
+        self.stats.handled[sub.topic] += len(handled)
         return retry
 
-    async def _process(self, sub: Subscription, entry: RawEntry) -> DeadLetter | bool | None:
-        """True: handled or dropped (ack). DeadLetter: dead-letter it. None: leave pending for a retry."""
+    async def _after_batch(self, sub: Subscription, handled: int) -> bool:
+        if sub.after_batch is None:
+            return True
+        try:
+            await sub.after_batch()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats.failed[sub.topic] += handled
+            log.warning("bus %s: after_batch failed, %d handled entries stay pending: %s: %s", sub.topic, handled,
+                        type(exc).__name__, exc)
+            return False
+        return True
+
+    async def _process(self, sub: Subscription, entry: RawEntry) -> DeadLetter | Message | bool | None:
+        """Message: handled (ack after the batch). True: dropped (ack). DeadLetter: dead-letter it.
+        None: leave pending for a retry."""
         try:
             envelope = Envelope.from_fields(entry.fields)
             message = envelope.open()
@@ -326,9 +383,7 @@ class MessageBus(abc.ABC):
                                   f"handler failed {entry.deliveries} times; last: {why}")
             log.warning("bus %s entry %s: handler failed (delivery %d): %s", sub.topic, entry.id, entry.deliveries, why)
             return None
-        sub.gate.record(message)
-        self.stats.handled[sub.topic] += 1
-        return True
+        return message
 
     def _dead(self, sub: Subscription, entry: RawEntry, reason: DropReason, detail: str) -> DeadLetter:
         log.warning("bus %s entry %s dead-lettered: %s: %s", sub.topic, entry.id, reason.value, detail)

@@ -2,7 +2,8 @@
 
 Mapping of the port's primitives:
 
-* publish -> ``XADD stream MAXLEN ~ maxlen * type .. payload .. correlation_id .. published_at ..``
+* publish -> ``XADD stream MAXLEN ~ maxlen * type .. payload .. correlation_id .. published_at ..``;
+  publish_many -> those XADDs in one pipeline (one round trip)
 * new entries -> ``XREADGROUP GROUP g c COUNT n BLOCK ms STREAMS stream >``
 * own pending -> ``XREADGROUP ... STREAMS stream <after>`` pipelined with ``XPENDING`` for the delivery counts
 * idle entries of a vanished consumer -> ``XAUTOCLAIM ... JUSTID`` (does not count as a delivery)
@@ -98,6 +99,14 @@ class RedisStreamsBus(MessageBus):
         with _transient("XADD"):
             entry_id = await self._r.xadd(stream, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
         return _text(entry_id)
+
+    async def _append_many(self, stream: str, fields: Sequence[dict[str, str]]) -> list[str]:
+        with _transient("XADD pipeline"):
+            pipe = self._r.pipeline(transaction=False)
+            for f in fields:
+                pipe.xadd(stream, f, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+            ids = await pipe.execute()
+        return [_text(i) for i in ids]
 
     async def _ensure_group(self, stream: str, group: str) -> None:
         with _transient("XGROUP CREATE"):
