@@ -196,16 +196,27 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
         return self._observation(), {"t": start, "equity": self._equity}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        # account_step() written out on floats (same formulas; TradingVecEnv runs account_step on
+        # arrays and tests/test_envs_vec.py proves the two agree): this is the hot path.
         target = self._target(action)
-        t = self._t + 1
-        c = self._c[t]
-        (self._cash, qty, price, paid, traded, self._bars, self._entry, self._peak, equity, self._dd, reward,
-         self._mean, self._second) = account_step(
-            self.params, self._cash, self._qty, self._bars, self._entry, self._peak, self._equity, self._dd,
-            self._mean, self._second, target, self._o[t], self._h[t], self._l[t], c)
-        self._qty, self._equity, self._t = qty, equity, t
-        info = {"t": t, "equity": equity, "cash": self._cash, "qty": qty, "price": price, "fee": paid,
-                "traded": traded}
+        p, t, qty = self.params, self._t + 1, self._qty
+        c, prev_equity = self._c[t], self._equity
+        cash, new_qty, price, paid, traded = trade_to_target(
+            self._cash, qty, target, self._o[t], self._h[t], self._l[t], p.costs, lot_step=p.lot_step,
+            min_notional=p.min_notional, allow_short=p.allow_short)
+        if p.allow_short and p.borrow_rate:
+            cash -= borrow_cost(new_qty, c, p.borrow_rate)
+        equity = cash + new_qty * c
+        if new_qty * qty > 0.0:
+            self._bars += 1.0
+        else:
+            self._bars, self._entry = (0.0 if new_qty == 0.0 else 1.0), prev_equity
+        peak = self._peak = equity if equity > self._peak else self._peak
+        prev_dd, self._dd = self._dd, 1.0 - equity / peak
+        reward, self._mean, self._second = step_reward(p.reward, prev_equity, equity, prev_dd, self._dd, self._bars,
+                                                       self._mean, self._second)
+        self._cash, self._qty, self._equity, self._t = cash, new_qty, equity, t
+        info = {"t": t, "equity": equity, "cash": cash, "qty": new_qty, "price": price, "fee": paid, "traded": traded}
         return self._observation(), reward, equity <= 0.0, t + 1 >= self._seg_end[t], info
 
     # ----------------------------------------------------------------- state access
