@@ -4,7 +4,7 @@ Both feeds are async iterators of :class:`Bar` (closed bars only, ascending per 
 
 * :class:`ReplayFeed` replays one or more bundled candle files (``timestamp,open,high,low,
   close,volume`` CSV/CSV.gz, the format of ``data/``), merged by time, at ``speed`` x real
-  time (``speed=0``: as fast as possible). The last bar of a 1m file may have been still
+  time on an absolute schedule (``speed=0``: as fast as possible). The last bar of a 1m file may have been still
   forming when it was downloaded (data/README.md), so it is dropped by default.
 * :class:`BinanceFeed` backfills with python-binance's REST ``get_klines`` and then follows the
   kline websocket, yielding a bar only once Binance marks it closed. Its base URLs are
@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import heapq
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -147,7 +148,8 @@ class ReplayFeed:
     def __init__(self, paths: Sequence[str | Path] | str | Path, *, speed: float = 0.0,
                  start: datetime | str | None = None, end: datetime | str | None = None,
                  drop_last: bool | None = None, limit: int | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 monotonic: Callable[[], float] | None = None) -> None:
         if not (speed >= 0):
             raise ValueError(f"speed={speed!r}: must be >= 0 (0 = as fast as possible)")
         self.paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
@@ -155,6 +157,9 @@ class ReplayFeed:
             raise ValueError("paths: at least one candle file is needed")
         self.speed, self.start, self.end, self.drop_last, self.limit = speed, start, end, drop_last, limit
         self._sleep = sleep
+        if monotonic is None and sleep is not asyncio.sleep:
+            monotonic = _SleptTime(self)   # an injected sleep defines time (it may not really sleep)
+        self._monotonic = monotonic or time.monotonic
         self.sources = [read_candle_arrays(p) for p in self.paths]
 
     @property
@@ -165,16 +170,42 @@ class ReplayFeed:
         return self._run()
 
     async def _run(self) -> AsyncIterator[Bar]:
-        previous: datetime | None = None
+        """Bar k is due at ``t0 + (open_k - open_0) / speed`` on the monotonic clock: an absolute schedule,
+        so the consumer's processing time does not add up as drift (a late consumer gets the due bars
+        without waiting until it is back on schedule)."""
+        first: datetime | None = None
+        t0 = 0.0
         for n, bar in enumerate(merged_bars(self.sources, start=self.start, end=self.end, drop_last=self.drop_last)):
             if self.limit is not None and n >= self.limit:
                 return
-            if self.speed > 0 and previous is not None and bar.open_time > previous:
-                await self._sleep((bar.open_time - previous).total_seconds() / self.speed)
+            if self.speed > 0 and first is not None:
+                wait = t0 + (bar.open_time - first).total_seconds() / self.speed - self._monotonic()
+                if wait > 0:
+                    await self._sleep(wait)
+                elif n % 256 == 0:
+                    await asyncio.sleep(0)
             elif n % 256 == 0:
                 await asyncio.sleep(0)  # let other tasks (bus consumers) run even at full speed
-            previous = bar.open_time
+            if first is None:
+                first, t0 = bar.open_time, self._monotonic()
             yield bar
+
+
+class _SleptTime:
+    """A clock that advances only by what the feed slept (for an injected ``sleep``)."""
+
+    def __init__(self, feed: ReplayFeed) -> None:
+        self.now = 0.0
+        inner = feed._sleep
+
+        async def sleep(seconds: float) -> None:
+            self.now += seconds
+            await inner(seconds)
+
+        feed._sleep = sleep
+
+    def __call__(self) -> float:
+        return self.now
 
 
 # ------------------------------------------------------------------------ Binance

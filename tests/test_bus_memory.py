@@ -306,6 +306,50 @@ async def check_publish_rejects_wrong_type_and_bad_topic(make: BusMaker) -> None
         await bus.publish(Topic.HEARTBEATS, hb)
 
 
+async def check_publish_many_appends_in_order_and_each_is_delivered_once(make: BusMaker) -> None:
+    pub, sub = make(consumer="pub"), make(consumer="c1")
+    rec = Recorder()
+    await sub.subscribe(Topic.L2_ORDERS, rec)
+    orders = real_orders(30)
+    ids = await pub.publish_many(Topic.L2_ORDERS, orders)
+    assert len(set(ids)) == len(orders)
+    await wait_until(lambda: len(rec.got) == len(orders), what="30 orders")
+    assert rec.got == orders and pub.stats.published["l2.orders"] == len(orders)
+    with pytest.raises(ValueError, match=r"topic 'l2.orders' carries OrderIntent"):
+        await pub.publish_many(Topic.L2_ORDERS, [orders[0], Heartbeat(sender="x", timestamp=orders[0].timestamp)])
+    await pub.close(), await sub.close()
+
+
+async def check_failed_after_batch_leaves_the_batch_pending_and_delivers_it_again(make: BusMaker) -> None:
+    """after_batch is the batch's commit: until it succeeds nothing handled in the batch is acknowledged."""
+    bus = make(consumer="c1")
+    orders = real_orders(6)
+    rec = Recorder()
+    commits: list[list[str]] = []
+    failures = {"left": 1}
+
+    async def after_batch() -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("commit failed")
+        commits.append(rec.ids())
+
+    await bus.subscribe(Topic.L2_ORDERS, rec, after_batch=after_batch)
+    await bus.publish_many(Topic.L2_ORDERS, orders)
+    await wait_until(lambda: bool(commits) and commits[-1].count(orders[-1].order_id) >= 1, what="a good commit")
+    want = [o.order_id for o in orders]
+    assert set(rec.ids()) == set(want)
+    assert all(rec.calls[i] == 2 for i in rec.ids()[:1])          # the failed batch came again (not dropped as dup)
+    assert bus.stats.failed["l2.orders"] >= 1
+    await bus.close()
+    again = make(consumer="c1")                                     # all acknowledged once the commit succeeded
+    rec2 = Recorder()
+    await again.subscribe(Topic.L2_ORDERS, rec2)
+    await asyncio.sleep(0.2)
+    assert rec2.got == []
+    await again.close()
+
+
 CONTRACT: list[Callable[[BusMaker], Awaitable[None]]] = [
     check_round_trip_delivers_each_message_once_in_order,
     check_failed_handler_gets_message_again,
@@ -318,6 +362,8 @@ CONTRACT: list[Callable[[BusMaker], Awaitable[None]]] = [
     check_idle_entries_of_a_vanished_consumer_are_claimed,
     check_groups_each_see_all_and_consumers_of_a_group_share,
     check_publish_rejects_wrong_type_and_bad_topic,
+    check_publish_many_appends_in_order_and_each_is_delivered_once,
+    check_failed_after_batch_leaves_the_batch_pending_and_delivers_it_again,
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import uuid
+from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
 
@@ -135,3 +136,74 @@ def test_bus_adapter_resends_reports_left_unpublished_by_a_previous_run(tmp_path
 
     reports, unpublished = asyncio.run(scenario())
     assert [r.report_id for r in reports] == [lost.report_id] and unpublished == []
+
+
+def _batch(window):
+    """Three acceptable orders and two over BTC's max qty (rejected at once, with a report)."""
+    ok = [intent_after(b, qty=0.01, tag="-ok") for b in window[:3]]
+    too_big = [intent_after(b, qty=5.0, tag="-big") for b in window[:2]]
+    return ok, too_big
+
+
+def test_bus_adapter_commits_a_batch_of_orders_once_before_publishing_its_reports(tmp_path):
+    window = bars(BTC_1H, "2020-03-12T02:00:00Z", "2020-03-12T08:00:00Z")
+
+    async def scenario():
+        async with Harness(tmp_path, window) as h:
+            await h.adapter.on_bar(window[0])
+            ok, too_big = _batch(window)
+            seen_committed: list[bool] = []
+            other = Journal(h.journal.url)
+
+            async def on_report(m):     # when a report arrives, its order is already committed
+                seen_committed.append(m.order_id in other.order_ids())
+
+            await h.l2_bus.subscribe(Topic.L1_REPORTS, on_report, group="probe", dedup=False)
+            commits = h.journal.commits
+            await h.l2_bus.publish_many(Topic.L2_ORDERS, [*ok, *too_big])        # one read batch
+            await wait_until(lambda: len(seen_committed) == 2, what="two rejection reports")
+            other.close()
+            return ok, too_big, h.journal.commits - commits, seen_committed, h.journal.order_ids()
+
+    ok, too_big, commits, seen_committed, journaled = asyncio.run(scenario())
+    assert seen_committed == [True, True]
+    assert commits == 2            # the batch's five orders in one commit, then the published flags
+    assert {o.order_id for o in ok + too_big} <= journaled
+
+
+def test_bus_adapter_failed_commit_reloads_the_executor_and_the_batch_comes_again(tmp_path):
+    window = bars(BTC_1H, "2020-03-12T02:00:00Z", "2020-03-12T08:00:00Z")
+
+    async def scenario():
+        async with Harness(tmp_path, window) as h:
+            await h.adapter.on_bar(window[0])
+            real_commit, failures = h.journal.commit, {"left": 1}
+
+            def flaky_commit():
+                if h.journal.in_transaction and failures["left"]:
+                    failures["left"] -= 1
+                    raise OSError("disk I/O error (simulated)")
+                real_commit()
+
+            h.journal.commit = flaky_commit
+            ok, too_big = _batch(window)
+            await h.l2_bus.publish_many(Topic.L2_ORDERS, [*ok, *too_big])
+            await wait_until(lambda: len(h.reports) >= 2 and not h.executor.journal.in_transaction,
+                             what="the rejections after the retry")
+            await asyncio.sleep(0.1)
+            for bar in window[1:4]:
+                await h.adapter.on_bar(bar)
+            await wait_until(lambda: len(h.reports) >= 5, what="the fills")
+            return ok, too_big, list(h.reports), failures["left"]
+
+    ok, too_big, reports, left = asyncio.run(scenario())
+    assert left == 0                                                          # the commit did fail once
+    journal = Journal(f"sqlite:///{tmp_path / 'journal.sqlite'}")
+    statuses = journal.order_statuses()
+    assert {o.order_id: statuses[o.order_id][0] for o in ok} == {o.order_id: "filled" for o in ok}
+    assert {statuses[o.order_id] for o in too_big} == {("rejected", ReasonCode.MAX_SYMBOL_QTY.value)}
+    by_order = Counter(r.order_id for r in reports)
+    assert all(by_order[o.order_id] == 1 for o in ok + too_big)               # nothing lost, nothing twice
+    assert all(r.reason_code is not ReasonCode.DUPLICATE_ORDER for r in reports)
+    assert Counter(f.order_id for f in journal.fills() if f.kind == "market") == {o.order_id: 1 for o in ok}
+    journal.close()

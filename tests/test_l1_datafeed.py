@@ -60,3 +60,30 @@ def test_replay_feed_rejects_bad_input_with_the_file_and_row(tmp_path):
         read_candle_arrays(tmp_path / "prices.csv")
     with pytest.raises(ValueError, match="speed"):
         ReplayFeed([BTC_1H], speed=-1)
+
+
+def test_replay_feed_keeps_an_absolute_schedule_so_processing_time_does_not_drift():
+    """60 s bars at 600x are due every 0.1 s; a consumer that works 0.03 s per bar still gets bar k at 0.1 k,
+    and one that fell 0.25 s behind gets the bars already due at once (no waiting) until it is back on time."""
+    now = {"t": 100.0}
+    waits: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now["t"] += seconds
+
+    async def consume(work: list[float]) -> list[float]:
+        got = []
+        feed = ReplayFeed([BTC_1M], speed=600, start="2025-07-01T00:00:00Z", limit=len(work), sleep=fake_sleep,
+                          monotonic=lambda: now["t"])
+        async for _bar in feed:
+            got.append(round(now["t"] - 100.0, 9))
+            now["t"] += work[len(got) - 1]
+        return got
+
+    yielded = asyncio.run(consume([0.03] * 6))
+    assert yielded == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    assert waits == [pytest.approx(0.07)] * 5
+    now["t"], waits[:] = 100.0, []
+    yielded = asyncio.run(consume([0.25, 0.0, 0.0, 0.0, 0.0]))
+    assert yielded == pytest.approx([0.0, 0.25, 0.25, 0.3, 0.4])           # late: bars 1, 2 at once; then on time

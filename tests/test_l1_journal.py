@@ -135,3 +135,77 @@ def test_journal_duplicate_rejected_across_two_processes_sharing_postgresql(pg_j
     intent = intent_after(bars(BTC_1H, "2020-03-12T08:00:00Z", "2020-03-12T09:00:00Z")[0], qty=0.01)
     assert first.submit(intent) is None
     assert second.submit(intent).reason_code is ReasonCode.DUPLICATE_ORDER
+
+
+def test_journal_deferred_writes_are_one_transaction_visible_to_others_only_after_commit(tmp_path):
+    url = f"sqlite:///{tmp_path / 'journal.sqlite'}"
+    journal, other = Journal(url), Journal(url)
+    window = bars(BTC_1H, "2020-03-12T08:00:00Z", "2020-03-12T11:00:00Z")
+    first, second = (intent_after(b, qty=0.01) for b in window[:2])
+    journal.deferred = True
+    for intent in (first, second):
+        assert journal.record_order(intent, status="accepted", reason="ok", qty=0.01, after_bar=None,
+                                    received_at=window[2].open_time)
+    assert journal.in_transaction and other.order_ids() == set()       # a second reader sees nothing yet
+    commits = journal.commits
+    journal.commit()
+    assert journal.commits == commits + 1 and not journal.in_transaction
+    assert other.order_ids() == {first.order_id, second.order_id}       # both in the one commit
+    journal.close(), other.close()
+
+
+def test_journal_savepoint_undoes_only_the_failed_block_and_keeps_the_rest_of_the_batch(sqlite_journal):
+    window = bars(BTC_1H, "2020-03-12T08:00:00Z", "2020-03-12T11:00:00Z")
+    kept, undone = intent_after(window[0], qty=0.01), intent_after(window[1], qty=0.01)
+    sqlite_journal.deferred = True
+    with sqlite_journal.savepoint():
+        sqlite_journal.record_order(kept, status="accepted", reason="ok", qty=0.01, after_bar=None,
+                                    received_at=window[2].open_time)
+    with pytest.raises(RuntimeError, match="handler bug"), sqlite_journal.savepoint():
+        sqlite_journal.record_order(undone, status="accepted", reason="ok", qty=0.01, after_bar=None,
+                                    received_at=window[2].open_time)
+        raise RuntimeError("handler bug")
+    sqlite_journal.commit()
+    assert set(sqlite_journal.order_ids()) == {kept.order_id}
+    with pytest.raises(RuntimeError, match="read inside a savepoint"), sqlite_journal.savepoint():
+        sqlite_journal.order_ids()
+
+
+def test_journal_rollback_discards_the_batch_and_the_executor_reloads_to_the_journal(sqlite_journal):
+    """A failed group commit: the journal drops the batch, the executor forgets it (the bus re-delivers it)."""
+    window = bars(BTC_1H, "2020-03-12T08:00:00Z", "2020-03-12T12:00:00Z")
+    ex = PaperExecutor.from_config(CFG, journal=sqlite_journal, clock=SimulatedClock(window[0].close_time),
+                                   initial_balances={"USDT": 10_000.0})
+    assert ex.submit(intent_after(window[0], qty=0.01)) is None
+    ex.on_bar(window[1])                                                   # filled, committed (not deferred)
+    before = ex.portfolio.snapshot()
+    sqlite_journal.deferred = True
+    ex.clock.set(window[1].close_time)
+    lost = intent_after(window[1], qty=0.02)
+    assert ex.submit(lost) is None
+    ex.on_bar(window[2])
+    assert ex.portfolio.snapshot() != before
+    sqlite_journal.rollback()
+    ex.reload()
+    assert ex.portfolio.snapshot() == before and ex.pending() == []
+    assert lost.order_id not in sqlite_journal.order_ids()
+    assert ex.submit(lost) is None                                         # not a duplicate: it was never kept
+
+
+def test_journal_rejects_an_unknown_sync_mode(tmp_path):
+    with pytest.raises(ValueError, match="sync='fsync'"):
+        Journal(f"sqlite:///{tmp_path / 'j.sqlite'}", sync="fsync")
+
+
+def test_journal_full_sync_sets_sqlite_synchronous_full(tmp_path):
+    journal = Journal(f"sqlite:///{tmp_path / 'j.sqlite'}", sync="full")
+    import sqlalchemy as sa
+
+    with journal.engine.connect() as conn:
+        assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == 2          # FULL
+    journal.close()
+    journal = Journal(f"sqlite:///{tmp_path / 'j.sqlite'}")
+    with journal.engine.connect() as conn:
+        assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == 1          # NORMAL
+        assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+    journal.close()
