@@ -126,7 +126,8 @@ def evaluate_fold(candles: Sequence[Any], fold: Fold, config: L2Config, ensemble
     suffix = "" if seed is None else f"_seed{seed}"
     jobs: list[tuple[str, L2Config, Any, tuple[SignalSource, ...]]] = [
         (ENSEMBLE, config, ensemble, (SignalSource.COMPOSITE,))]
-    for spec in ensemble.available:
+    usable, excluded = usable_specialists(ensemble, candles[0].timeframe)
+    for spec in usable:
         cfg1, ens1 = alone(config, ensemble, spec.name)
         jobs.append((f"{spec.name}_alone", cfg1, ens1, (SignalSource.AI_MODEL,)))
     runs, timeline = [], None
@@ -143,7 +144,18 @@ def evaluate_fold(candles: Sequence[Any], fold: Fold, config: L2Config, ensemble
         for name, b in benchmark_runs(candles, timeline, bench_cfg, fast=sma[0], slow=sma[1]).items():
             runs.append(CandidateRun(name=name, family=name, seed=None, fold=fold.index, baseline=True,
                                      returns=b.returns, metrics=_metrics_dict(b.metrics)))
-    return runs, dict(ensemble.unavailable)
+    loaded_missing = {k: v for k, v in ensemble.unavailable.items() if "@" not in k}  # name@tf: the generator's
+    return runs, {**loaded_missing, **excluded}
+
+
+def usable_specialists(ensemble: Any, timeframe: str) -> tuple[list[Any], dict[str, str]]:
+    """The loaded specialists whose features exist on ``timeframe`` bars (as the signal generator decides),
+    and why the others cannot vote there (e.g. trained on 1h features, given 5m bars)."""
+    from l2_tactical.data.features import feature_set
+    from l2_tactical.finrl_models.feature_processor import plan_features
+
+    plan = plan_features(feature_set("full", timeframe), ensemble.available)
+    return [s for s in ensemble.available if s.name in plan.columns], dict(plan.excluded)
 
 
 # --------------------------------------------------------------- retraining per fold
@@ -266,12 +278,13 @@ def deflated_sharpes(paths: Mapping[str, np.ndarray], trials: Sequence[str]) -> 
 
 
 def pbo(paths: Mapping[str, np.ndarray], embargo: int) -> dict[str, Any]:
-    """PBO over all candidates' per-bar returns (CSCV; 16 blocks or fewer on short paths)."""
+    """PBO over all candidates' per-bar returns: CSCV with 16 blocks (fewer on short paths, blocks of at least
+    20 bars), the embargo capped at a quarter of a block."""
     names = sorted(paths)
     n = min(p.size for p in paths.values())
-    splits = min(16, (n // max(8, 2 * embargo + 2)) // 2 * 2)
+    splits = min(16, n // 20 // 2 * 2)
     if len(names) < 2 or splits < 2:
-        return {"pbo": None, "reason": f"need >= 2 candidates and enough bars (have {len(names)}, {n} bars)"}
+        return {"pbo": None, "reason": f"need >= 2 candidates and >= 40 bars (have {len(names)}, {n} bars)"}
     matrix = np.stack([paths[k][:n] for k in names], axis=1)
-    result = pbo_cscv(matrix, n_splits=splits, embargo=min(embargo, n // splits // 2))
-    return {**result.to_dict(), "candidates": names, "embargo": min(embargo, n // splits // 2)}
+    used = min(int(embargo), n // splits // 4)
+    return {**pbo_cscv(matrix, n_splits=splits, embargo=used).to_dict(), "candidates": names, "embargo": used}
