@@ -4,6 +4,7 @@ file derived from the 1m data, the out-of-sample check, DSR/PBO bookkeeping, and
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from importlib.metadata import EntryPoint
 
@@ -62,7 +63,7 @@ def test_folds_are_consecutive_windows_of_equal_duration_inside_the_period():
     c = [load_candles(BTC_1H)]
     folds = ev.make_folds(c, "2024-01-01", "2024-04-01", 3)
     assert [str(f.start)[:10] for f in folds] == ["2024-01-01", "2024-01-31", "2024-03-01"]
-    assert all(a.end == b.start for a, b in zip(folds, folds[1:], strict=False))
+    assert all(a.end == b.start for a, b in itertools.pairwise(folds))
     assert str(folds[-1].end)[:10] == "2024-04-01"
 
 
