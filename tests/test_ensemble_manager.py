@@ -179,3 +179,38 @@ def test_from_config_loads_a_published_specialist_through_the_safe_loader(tmp_pa
     action, _ = model.predict(obs, deterministic=True)
     exposure, confidence = trend.act(obs)
     assert exposure == (-1.0, 0.0, 1.0)[int(action)] and 0.0 <= confidence <= 1.0
+
+
+@pytest.mark.parametrize("specialist", ["trend", "volatility"])
+def test_a_spot_trained_specialist_votes_flat_instead_of_short(tmp_path: Path, specialist: str) -> None:
+    import torch
+    from scipy.special import erf
+
+    from tests.test_fast_policy import publish_specialist, real_observations, shared_ensemble
+
+    algorithm = {"trend": "PPO", "volatility": "SAC"}[specialist]
+    model, env = shared_ensemble("1h")[1][specialist]
+    folder = tmp_path / "saved_models"
+    folder.mkdir()
+    publish_specialist(model, env, folder / f"{specialist}.zip", specialist=specialist, algorithm=algorithm,
+                       extra={"env_kwargs": {}, "window": 16})  # spot mode: no margin
+    spec = EnsembleManager.from_config(L2Config.default(), root=tmp_path).specialists[specialist]
+    assert spec is not None and spec.long_only
+    obs = real_observations(env, model, n=120)
+    sb3_actions = np.asarray(model.predict(obs, deterministic=True)[0]).reshape(len(obs), -1)[:, 0]
+    with torch.no_grad():
+        obs_t, _ = model.policy.obs_to_tensor(obs)
+        if algorithm == "PPO":
+            probs = model.policy.get_distribution(obs_t).distribution.probs.numpy()
+        else:
+            mean, log_std, _ = model.policy.actor.get_action_dist_params(obs_t)
+            expected_conf = erf(np.abs(mean.numpy()[:, 0]) / (np.exp(log_std.numpy()[:, 0]) * np.sqrt(2)))
+    for i, o in enumerate(obs):
+        exposure, confidence = spec.act(o)
+        if algorithm == "PPO":  # short (index 0) and flat (index 1) both mean flat: their mass counts together
+            assert exposure == max(0.0, (-1.0, 0.0, 1.0)[int(sb3_actions[i])])
+            mass = probs[i, :2].sum() if exposure == 0.0 else probs[i, 2]
+            assert confidence == pytest.approx(max(0.0, (mass - 0.5) / 0.5), abs=1e-5)
+        else:
+            assert exposure == pytest.approx(max(0.0, float(sb3_actions[i])), abs=1e-5)
+            assert confidence == pytest.approx(float(expected_conf[i]), abs=1e-5)

@@ -79,7 +79,8 @@ def train_specialist(
     return model, env
 
 
-def publish_specialist(model: Any, env: Any, path: Path, *, specialist: str, algorithm: str) -> Path:
+def publish_specialist(model: Any, env: Any, path: Path, *, specialist: str, algorithm: str,
+                       extra: dict[str, Any] | None = None) -> Path:
     """Save ``model`` at ``path`` with a model card (the env's FeatureSet) and pin it in ``manifest.json``."""
     model.save(path)
     data = env.unwrapped.data
@@ -102,6 +103,7 @@ def publish_specialist(model: Any, env: Any, path: Path, *, specialist: str, alg
         test_metrics=WindowMetrics(agent=metrics, buy_and_hold=metrics),
         model_file=path.name,
         sha256=file_sha256(path),
+        extra=extra or {},
     )
     write_card(card_path_for(path), card)
     manifest = path.parent / "manifest.json"

@@ -4,7 +4,9 @@ Per decision:
 
 1. each available specialist gets its observation (:mod:`feature_processor` layout) and answers
    ``(exposure in [-1, 1], confidence in [0, 1])`` through its numpy policy
-   (:mod:`fast_policy`; SB3 ``predict`` only for policies without a numpy export);
+   (:mod:`fast_policy`; SB3 ``predict`` only for policies without a numpy export). A specialist
+   trained in spot mode (:func:`is_long_only`) votes in [0, 1]: its short actions mean flat, and
+   a discrete policy's confidence is then the mass of all actions meaning the chosen exposure;
 2. a specialist that is missing (not loaded), raises, or answers later than
    ``ai_model.timeout_ms`` (measured on the injected :class:`~l2_tactical.clock.Clock`; a late
    answer is discarded, it cannot be pre-empted in-thread) does not vote; its name and reason go
@@ -43,6 +45,7 @@ from l2_tactical.finrl_models.fast_policy import (
     action_to_exposure,
     default_action_values,
     export_policy,
+    grouped_confidence,
 )
 from l2_tactical.finrl_models.feature_processor import HOLDING_SCALE_BARS, infer_window
 
@@ -63,6 +66,7 @@ class Specialist:
     policy: Policy  # one observation -> (exposure, confidence)
     holding_scale_bars: float = HOLDING_SCALE_BARS
     backend: str = "numpy"
+    long_only: bool = False  # trained in spot mode: votes in [0, 1] (see is_long_only)
 
     def act(self, obs: np.ndarray) -> tuple[float, float]:
         exposure, confidence = self.policy(obs)
@@ -84,20 +88,48 @@ def specialist_from_loaded(name: str, specialization: str, loaded: Any) -> Speci
         fast = export_policy(loaded.model, loaded.algorithm)
     except UnsupportedPolicy:
         return Specialist(name, specialization, loaded.algorithm, names, loaded.feature_schema_hash, window,
-                          _sb3_policy(loaded, extra), scale, backend="sb3")
+                          _sb3_policy(loaded, extra), scale, backend="sb3", long_only=is_long_only(extra))
     values = tuple(extra.get("action_values") or (default_action_values(fast.n_actions) if fast.n_actions else ()))
-    act_one = fast.act_one
+    long_only = is_long_only(extra)
+    return Specialist(name, specialization, loaded.algorithm, names, loaded.feature_schema_hash, window,
+                      _numpy_policy(fast, values, long_only), scale, long_only=long_only)
 
+
+def is_long_only(extra: Mapping[str, Any]) -> bool:
+    """True for a specialist trained in spot mode: its card's ``extra.env_kwargs`` exists without ``margin: true``.
+
+    Such a policy cannot hold a short (the env treats short as flat), so its negative actions mean
+    *flat*, not bearish conviction; cards without ``env_kwargs`` keep the policy's raw sign.
+
+    >>> is_long_only({"env_kwargs": {}}), is_long_only({"env_kwargs": {"margin": True}}), is_long_only({})
+    (True, False, False)
+    """
+    kwargs = extra.get("env_kwargs")
+    return isinstance(kwargs, Mapping) and not bool(kwargs.get("margin", False))
+
+
+def _numpy_policy(fast: Any, values: tuple[float, ...], long_only: bool) -> Policy:
+    act_one = fast.act_one
+    if fast.kind == "discrete" and long_only:
+        clipped = tuple(max(0.0, v) for v in values)
+        probs_one = fast.probs_one
+
+        def spot_discrete(obs: np.ndarray) -> tuple[float, float]:
+            p = probs_one(obs)
+            index = int(p.argmax())
+            return clipped[index], grouped_confidence(p, clipped, index)
+        return spot_discrete
     if fast.kind == "discrete":
-        def policy(obs: np.ndarray) -> tuple[float, float]:
+        def discrete(obs: np.ndarray) -> tuple[float, float]:
             index, conf = act_one(obs)
             return values[int(index)], conf
-    else:
-        def policy(obs: np.ndarray) -> tuple[float, float]:
-            action, conf = act_one(obs)
-            return min(1.0, max(-1.0, float(action))), conf
+        return discrete
+    low = 0.0 if long_only else -1.0
 
-    return Specialist(name, specialization, loaded.algorithm, names, loaded.feature_schema_hash, window, policy, scale)
+    def box(obs: np.ndarray) -> tuple[float, float]:
+        action, conf = act_one(obs)  # a clipped-away short keeps the sign-agreement confidence (flat vs long)
+        return min(1.0, max(low, float(action))), conf
+    return box
 
 
 def _sb3_policy(loaded: Any, extra: Mapping[str, Any]) -> Policy:
@@ -107,10 +139,12 @@ def _sb3_policy(loaded: Any, extra: Mapping[str, Any]) -> Policy:
     discrete = isinstance(space, spaces.Discrete)
     values = tuple(extra.get("action_values") or (default_action_values(int(space.n)) if discrete else ()))
 
+    low = 0.0 if is_long_only(extra) else -1.0
+
     def policy(obs: np.ndarray) -> tuple[float, float]:
         action, conf = loaded.predict(obs)
         exposure = action_to_exposure("discrete" if discrete else "box", np.asarray(action).reshape(1, -1), values)
-        return float(exposure[0]), (0.5 if not math.isfinite(conf) else float(conf))
+        return max(low, float(exposure[0])), (0.5 if not math.isfinite(conf) else float(conf))
 
     return policy
 

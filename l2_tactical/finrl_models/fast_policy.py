@@ -200,6 +200,39 @@ class FastPolicy:
         return float(action[0]), sum(conf) / len(conf)
 
 
+    def probs_one(self, obs: np.ndarray) -> np.ndarray:
+        """Softmax action probabilities ``[n]`` of a discrete policy for one observation."""
+        if self.kind != "discrete":
+            raise ValueError(f"probs_one: a {self.kind} policy has no action probabilities")
+        x = obs if obs.dtype == np.float32 else obs.astype(np.float32)
+        for layer in self.latent:
+            y = np.dot(x, layer.weight)
+            y += layer.bias
+            x = layer.act(y)
+        out = np.dot(x, self.head.weight)
+        out += self.head.bias
+        out -= out.max()
+        np.exp(out, out=out)
+        return out / out.sum()
+
+
+def grouped_confidence(probs: np.ndarray, exposures: Sequence[float], chosen: int) -> float:
+    """Rescaled probability mass of the actions whose exposure equals the chosen action's.
+
+    Used when several actions mean the same exposure (a spot-trained specialist's short and flat
+    both mean flat): with ``g`` distinct exposures, ``(mass - 1/g) / (1 - 1/g)``, clipped to [0, 1].
+
+    >>> round(grouped_confidence(np.array([0.5, 0.3, 0.2]), (0.0, 0.0, 1.0), 0), 4)
+    0.6
+    """
+    target = exposures[chosen]
+    mass = float(sum(p for p, e in zip(probs.tolist(), exposures, strict=True) if e == target))
+    g = len(set(exposures))
+    if g < 2:
+        return 1.0
+    return min(1.0, max(0.0, (mass - 1.0 / g) / (1.0 - 1.0 / g)))
+
+
 def _gaussian_conf(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     ratio = np.abs(mean.astype(np.float64)) / (np.maximum(std.astype(np.float64), 1e-30) * _SQRT2)
     return np.asarray([[math.erf(v) for v in row] for row in ratio]).mean(axis=1)
