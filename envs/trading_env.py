@@ -94,6 +94,9 @@ def account_step(p: EnvParams, cash: Any, qty: Any, bars: Any, entry: Any, peak:
                  ops: Any = SCALAR, rops: Any = SCALAR_MATH) -> tuple[Any, ...]:
     """One bar of accounting: fill at ``o/h/lo`` (the next bar), mark at ``c``, reward. Pure.
 
+    TradingVecEnv runs this on arrays (``ops=np``-like); ``TradingEnv.step`` writes the same
+    lines out on floats for speed, and the VecEnv equality test holds the two together.
+
     Returns ``(cash, qty, price, fee, traded, bars, entry, peak, equity, drawdown, reward, mean, second)``.
     """
     cash, new_qty, price, paid, traded = trade_to_target(cash, qty, target, o, h, lo, p.costs, lot_step=p.lot_step,

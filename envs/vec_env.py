@@ -1,9 +1,10 @@
 """TradingVecEnv: N trading accounts advanced by one set of batched numpy operations.
 
 A stable-baselines3 ``VecEnv`` (the only module of :mod:`envs` that imports SB3). Every
-step runs :func:`envs.trading_env.account_step` once on arrays of N accounts, with
-``ops=np``: the very formulas of the single :class:`~envs.trading_env.TradingEnv`
-(and so of :mod:`l2_tactical.execution`), not N Python envs in a loop. Only the
+step runs :func:`envs.trading_env.account_step` once on arrays of N accounts with numpy's
+ufuncs (``NUMPY_OPS``, the same results as ``ops=np``): the formulas of the single
+:class:`~envs.trading_env.TradingEnv` and of :mod:`l2_tactical.execution`, not N Python
+envs in a loop. Only the
 envs whose episode ended this step are touched one by one (their reset draws a new
 start from their own generator).
 
