@@ -130,7 +130,8 @@ def reload_and_check(result: shared.TrainResult, algo: str, out: Path) -> None:
     assert again == result.card.validation_metrics
     import stable_baselines3
 
-    direct = getattr(stable_baselines3, algo).load(out / "work" / f"{spec.name}-seed7" / "best_model.zip")
+    (best,) = (out / "work").glob(f"{spec.name}-seed7-*/best_model.zip")
+    direct = getattr(stable_baselines3, algo).load(best)
     from envs.trading_env import TradingEnv
 
     env = TradingEnv(prepared.validation[0], cfg, specialist=spec.name, **env_kwargs)
@@ -217,3 +218,19 @@ def test_training_refuses_a_tampered_shipped_style_zip(trained: dict[str, Any], 
         handle.write(b"\0")
     with pytest.raises(ModelIntegrityError, match="sha256 mismatch"):
         load_model(tmp_path / "trend.zip", manifest=tmp_path / "manifest.json")
+
+
+def test_training_refuses_to_ship_a_checkpoint_that_does_not_replay_its_selection_score(tmp_path: Path) -> None:
+    """If the best-model file was overwritten (another run, a crash), the replayed validation Sharpe
+    differs from the selected one and no card is written for it."""
+    from types import SimpleNamespace
+
+    selected = SimpleNamespace(history=[{"score": -0.42}], best_score=-0.42, best_timestep=7500)
+    outputs.check_replay(tmp_path / "best_model.zip", selected, -0.42)
+    with pytest.raises(RuntimeError, match="not the selected model"):
+        outputs.check_replay(tmp_path / "best_model.zip", selected, -4.31)
+
+
+def test_training_runs_of_the_same_specialist_and_seed_get_separate_checkpoint_folders(tmp_path: Path) -> None:
+    first, second = shared.run_dir(str(tmp_path), "volatility-seed0"), shared.run_dir(str(tmp_path), "volatility-seed0")
+    assert first != second and first.is_dir() and second.is_dir()

@@ -7,6 +7,7 @@ model is evaluated on them exactly once.
 from __future__ import annotations
 
 import dataclasses
+import math
 import platform
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ def write_outputs(settings: Any, cfg: L2Config, prepared: Any, run: dict[str, An
     model = getattr(stable_baselines3, algorithm).load(best_path, device="cpu")
     kw = {"config": cfg, "specialist": spec.name, "env_kwargs": env_kwargs}
     validation, val_symbols = evaluate_window(prepared.validation, sb3_predict(model), **kw)
+    check_replay(best_path, run["callback"], validation.agent.sharpe)
     test_mds = tuple(wf.test_window(c, prepared.feature_set, prepared.split, spec.window) for c in prepared.candles)
     test, test_symbols = evaluate_window(test_mds, sb3_predict(model), **kw)
     out = Path(settings.out)
@@ -83,6 +85,19 @@ def write_outputs(settings: Any, cfg: L2Config, prepared: Any, run: dict[str, An
     if settings.verbose:
         print(summary_table(name, validation, test))
     return TrainResult(model_path=model_path, card_path=out / f"{name}.json", config_path=config_path, card=card)
+
+
+def check_replay(best_path: Path, callback: Any, replayed: float) -> None:
+    """The saved best model must reproduce the validation Sharpe it was selected for (same process, same
+    machine: exactly). Anything else means the file is not the selected model (e.g. overwritten)."""
+    score = getattr(callback, "best_score", None)
+    if not callback.history or score is None or not math.isfinite(score):
+        return
+    if not math.isclose(replayed, score, rel_tol=1e-9, abs_tol=1e-12):
+        raise RuntimeError(
+            f"{best_path}: replays a validation Sharpe of {replayed!r}, but the model selected at "
+            f"step {callback.best_timestep} scored {score!r}; the checkpoint is not the selected model"
+        )
 
 
 def _versions() -> dict[str, str]:

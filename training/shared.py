@@ -258,7 +258,7 @@ def train_specialist(settings: TrainSettings, config: L2Config | None = None) ->
         device=settings.device,
         tensorboard_log=settings.tensorboard_log,
     )
-    work = Path(settings.work_dir) / f"{name}-seed{settings.seed}"
+    work = run_dir(settings.work_dir, f"{name}-seed{settings.seed}")
     callback = ValidationCallback(
         _validation_evaluator(prepared, cfg, spec.name, env_kwargs),
         eval_freq=eval_freq,
@@ -286,6 +286,15 @@ def train_specialist(settings: TrainSettings, config: L2Config | None = None) ->
     from training.outputs import write_outputs
 
     return write_outputs(settings, cfg, prepared, run, work / "best_model.zip")
+
+
+def run_dir(parent: str, prefix: str) -> Path:
+    """A fresh folder ``<parent>/<prefix>-<unique>`` for this run's checkpoints: two runs of the same
+    specialist and seed (e.g. two users, or a test and a real run) never overwrite each other's best model."""
+    import tempfile
+
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=parent))
 
 
 def check_no_test_leak(prepared: PreparedData) -> None:
