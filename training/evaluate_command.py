@@ -29,16 +29,23 @@ import numpy as np
 def _register(sub: argparse._SubParsersAction) -> None:
     from l2_tactical.commands.common import split_files
 
-    p = sub.add_parser("evaluate", help="walk-forward evaluation vs buy-and-hold, SMA cross and each specialist "
-                       "alone (deflated Sharpe, PBO)", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "evaluate",
+        help="walk-forward evaluation vs buy-and-hold, SMA cross and each specialist alone (deflated Sharpe, PBO)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data", type=split_files, required=True, metavar="FILE[,FILE...]", help="candle files")
     p.add_argument("--from", dest="start", help="start of the evaluated period (default: the test window start)")
     p.add_argument("--to", dest="end", help="end of the evaluated period, exclusive (default: the last bar)")
     p.add_argument("--models", help="evaluate these shipped specialists without retraining (e.g. saved_models/)")
     p.add_argument("--seeds", type=int, default=5, help="retraining: seeds per fold (default 5)")
-    p.add_argument("--timesteps", type=int, default=None, help="retraining: steps per specialist (default: the "
-                   "hyperparameter file's n_timesteps)")
+    p.add_argument(
+        "--timesteps",
+        type=int,
+        default=None,
+        help="retraining: steps per specialist (default: the hyperparameter file's n_timesteps)",
+    )
     p.add_argument("--folds", type=int, default=3, help="walk-forward folds (default 3)")
     p.add_argument("--sma", default="24,168", help="SMA cross baseline fast,slow in bars (default 24,168)")
     p.add_argument("--json", dest="json_out", help="write every number to this JSON file")
@@ -65,8 +72,10 @@ def sample_overlap(models_dir: str, symbols: Sequence[str], start: Any, end: Any
             continue
         shared = sorted(set(symbols) & trained_on)
         if shared and start < hi and end > lo:
-            notes.append(f"{card_path.stem}: trained/validated on {', '.join(shared)} from {lo:%Y-%m-%d} to "
-                         f"{hi:%Y-%m-%d}, which overlaps the evaluated period")
+            notes.append(
+                f"{card_path.stem}: trained/validated on {', '.join(shared)} from {lo:%Y-%m-%d} to "
+                f"{hi:%Y-%m-%d}, which overlaps the evaluated period"
+            )
     return notes
 
 
@@ -84,13 +93,27 @@ def run(args: argparse.Namespace) -> int:
     tf = candles[0].timeframe
     start = args.start or (test_window_start(config, tf) if args.models is not None else None)
     folds = ev.make_folds(candles, start, args.end, args.folds)
-    notes = sample_overlap(args.models, [c.symbol for c in candles], folds[0].start, folds[-1].end) \
-        if args.models is not None else []
+    notes = (
+        sample_overlap(args.models, [c.symbol for c in candles], folds[0].start, folds[-1].end)
+        if args.models is not None
+        else []
+    )
     with _progress(args, candles, folds) as bar:
-        result = ev.evaluate(candles, args.data, config, start=folds[0].start, end=folds[-1].end, folds=args.folds,
-                             models_dir=args.models, seeds=args.seeds, timesteps=args.timesteps or 0, sma=sma,
-                             progress=bar.update, on_stage=lambda s: bar.set_description_str(s[:70]),
-                             work_dir=args.work_dir)
+        result = ev.evaluate(
+            candles,
+            args.data,
+            config,
+            start=folds[0].start,
+            end=folds[-1].end,
+            folds=args.folds,
+            models_dir=args.models,
+            seeds=args.seeds,
+            timesteps=args.timesteps or 0,
+            sma=sma,
+            progress=bar.update,
+            on_stage=lambda s: bar.set_description_str(s[:70]),
+            work_dir=args.work_dir,
+        )
     report = summarise(result, config, notes)
     print_report(report)
     if args.json_out:
@@ -143,15 +166,34 @@ def summarise(result: Any, config: Any, notes: Sequence[str]) -> dict[str, Any]:
     embargo = int(config.walk_forward.purge_bars)
     ex = config.execution
     return {
-        "mode": result.mode, "timeframe": result.timeframe,
+        "mode": result.mode,
+        "timeframe": result.timeframe,
         "folds": [{"index": f.index, "start": str(f.start), "end": str(f.end)} for f in result.folds],
-        "costs": {"fee_bps": ex.fee_bps, "half_spread_bps": ex.half_spread_bps, "slippage_bps": ex.slippage_bps,
-                  "volatility_slippage": ex.volatility_slippage},
-        "out_of_sample": not notes, "not_out_of_sample_because": list(notes),
-        "families": table, "paths": per_name, "deflated_sharpe": dsr, "pbo": ev.pbo(paths, embargo),
-        "runs": [{"name": r.name, "family": r.family, "seed": r.seed, "fold": r.fold, "baseline": r.baseline,
-                  "metrics": r.metrics} for r in result.runs],
-        "unavailable": dict(result.unavailable), "verdict": verdict(table),
+        "costs": {
+            "fee_bps": ex.fee_bps,
+            "half_spread_bps": ex.half_spread_bps,
+            "slippage_bps": ex.slippage_bps,
+            "volatility_slippage": ex.volatility_slippage,
+        },
+        "out_of_sample": not notes,
+        "not_out_of_sample_because": list(notes),
+        "families": table,
+        "paths": per_name,
+        "deflated_sharpe": dsr,
+        "pbo": ev.pbo(paths, embargo),
+        "runs": [
+            {
+                "name": r.name,
+                "family": r.family,
+                "seed": r.seed,
+                "fold": r.fold,
+                "baseline": r.baseline,
+                "metrics": r.metrics,
+            }
+            for r in result.runs
+        ],
+        "unavailable": dict(result.unavailable),
+        "verdict": verdict(table),
     }
 
 
@@ -162,8 +204,9 @@ def _stats(values: Sequence[float]) -> dict[str, float | None]:
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0}
 
 
-def _family_row(names: Sequence[str], per_name: Mapping[str, Any], runs: Sequence[Any],
-                dsr: Mapping[str, Any]) -> dict[str, Any]:
+def _family_row(
+    names: Sequence[str], per_name: Mapping[str, Any], runs: Sequence[Any], dsr: Mapping[str, Any]
+) -> dict[str, Any]:
     row: dict[str, Any] = {"runs": len(names)}
     for key in ("total_return", "sharpe", "sortino", "max_drawdown"):
         row[key] = _stats([per_name[n][key] for n in names])
@@ -195,22 +238,34 @@ def print_report(report: Mapping[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=max(Console().width, 132))  # the table never truncates candidate names
     folds = report["folds"]
-    table = Table(title=f"Walk-forward evaluation ({report['mode']} models, {len(folds)} folds, "
-                        f"{folds[0]['start'][:10]} → {folds[-1]['end'][:10]}, {report['timeframe']}, costs on)")
+    table = Table(
+        title=f"Walk-forward evaluation ({report['mode']} models, {len(folds)} folds, "
+        f"{folds[0]['start'][:10]} → {folds[-1]['end'][:10]}, {report['timeframe']}, costs on)"
+    )
     for col in ("candidate", "runs", "total return", "Sharpe", "Sortino", "max DD", "trades", "fees", "DSR"):
         table.add_column(col, justify="left" if col == "candidate" else "right")
     for fam, row in report["families"].items():
-        table.add_row(fam, str(row["runs"]), _pm(row["total_return"], "{:+.2%}"), _pm(row["sharpe"], "{:.2f}"),
-                      _pm(row["sortino"], "{:.2f}"), _pm(row["max_drawdown"], "{:.1%}"),
-                      _pm(row["n_trades"], "{:.0f}"), _pm(row["fees_paid"], "{:,.0f}"), _pm(row["dsr"], "{:.2f}"))
+        table.add_row(
+            fam,
+            str(row["runs"]),
+            _pm(row["total_return"], "{:+.2%}"),
+            _pm(row["sharpe"], "{:.2f}"),
+            _pm(row["sortino"], "{:.2f}"),
+            _pm(row["max_drawdown"], "{:.1%}"),
+            _pm(row["n_trades"], "{:.0f}"),
+            _pm(row["fees_paid"], "{:,.0f}"),
+            _pm(row["dsr"], "{:.2f}"),
+        )
     console.print(table)
     p = report["pbo"]
     if p.get("pbo") is not None:
-        console.print(f"PBO (CSCV, {p['n_splits']} blocks, {p['n_combinations']} splits, {p['n_strategies']} "
-                      f"candidates): {p['pbo']:.2f}; in-sample winner lost money out of sample in "
-                      f"{p['prob_oos_loss']:.0%} of splits")
+        console.print(
+            f"PBO (CSCV, {p['n_splits']} blocks, {p['n_combinations']} splits, {p['n_strategies']} "
+            f"candidates): {p['pbo']:.2f}; in-sample winner lost money out of sample in "
+            f"{p['prob_oos_loss']:.0%} of splits"
+        )
     else:
         console.print(f"PBO not computed: {p.get('reason')}")
     for line in report["verdict"]:
