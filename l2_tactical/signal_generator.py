@@ -220,7 +220,8 @@ class SignalGenerator:
         self._push_windows(state, row)
         obs = {name: w.observation(self._state_vector(pos, name)) if state.runs[name] >= w.window else None
                for name, w in state.windows.items()}
-        return self._decide(state, symbol, bar[0], bar[4], row, state.updater.is_ready, obs, ctx, pos)
+        # a streamed bar is never asked twice (the updater refuses it), so no prediction cache here
+        return self._decide(state, symbol, bar[0], bar[4], row, state.updater.is_ready, obs, ctx, pos, cache=False)
 
     def _push_windows(self, state: _State, row: np.ndarray) -> None:
         ready = state.updater.ready
@@ -229,11 +230,12 @@ class SignalGenerator:
             state.runs[name] = state.runs[name] + 1 if ready[w.columns].all() else 0
 
     def _decide(self, state: _State, symbol: str, ts_ns: int, close: float, row: np.ndarray, ready: bool,
-                obs: Mapping[str, np.ndarray | None], ctx: Context, pos: PositionState) -> Decision:
+                obs: Mapping[str, np.ndarray | None], ctx: Context, pos: PositionState, cache: bool = True
+                ) -> Decision:
         self._record(state, close)
         when = datetime.fromtimestamp((ts_ns + state.plan.bar_ns) / 1e9, tz=timezone.utc)
         ens = self.ensemble.predict(obs, tracker=state.tracker, regime=ctx.regime, strength=ctx.strength,
-                                    key=(symbol, ts_ns, pos.key()))
+                                    key=(symbol, ts_ns, pos.key()) if cache else None)
         state.last_votes = {v.name: (v.exposure if v.answered else 0.0) for v in ens.votes}
         tech = patt = None
         if ready:
