@@ -183,21 +183,9 @@ def build_train_env(
         TradingVecEnv(md, config, num_envs=max(1, c), specialist=specialist, **env_kwargs)
         for md, c in zip(train_mds, counts, strict=True)
     ]
-    for child in children:
-        _contiguous_windows(child)
     env = VecMonitor(ConcatVecEnv(children))
     env.seed(seed)
     return env
-
-
-def _contiguous_windows(venv: Any) -> None:
-    """Workaround: ``ndarray.take(axis=0)`` on TradingVecEnv's strided sliding-window view copies the whole
-    view on every step (~20 ms); on a C-contiguous copy it takes microseconds. Same values, same results."""
-    import numpy as np
-
-    windows = getattr(venv, "_windows", None)
-    if isinstance(windows, np.ndarray) and not windows.flags.c_contiguous:
-        venv._windows = np.ascontiguousarray(windows)
 
 
 def make_model(
