@@ -115,17 +115,27 @@ def alone(config: L2Config, ensemble: Any, name: str) -> tuple[L2Config, Any]:
 
     entry = dataclasses.asdict(config.ensemble.models[name])
     one = config.with_overrides({"ensemble.models": {name: entry}})
-    return one, EnsembleManager(one.ensemble, {name: ensemble.specialists[name]}, clock=FrozenClock(),
-                                timeout_ms=config.ai_model.timeout_ms)
+    return one, EnsembleManager(
+        one.ensemble, {name: ensemble.specialists[name]}, clock=FrozenClock(), timeout_ms=config.ai_model.timeout_ms
+    )
 
 
-def evaluate_fold(candles: Sequence[Any], fold: Fold, config: L2Config, ensemble: Any, *, seed: int | None,
-                  sma: tuple[int, int], with_baselines: bool, progress: Progress | None = None
-                  ) -> tuple[list[CandidateRun], dict[str, str]]:
+def evaluate_fold(
+    candles: Sequence[Any],
+    fold: Fold,
+    config: L2Config,
+    ensemble: Any,
+    *,
+    seed: int | None,
+    sma: tuple[int, int],
+    with_baselines: bool,
+    progress: Progress | None = None,
+) -> tuple[list[CandidateRun], dict[str, str]]:
     """Every L2 candidate (and, once per fold, the baselines) on one fold."""
     suffix = "" if seed is None else f"_seed{seed}"
     jobs: list[tuple[str, L2Config, Any, tuple[SignalSource, ...]]] = [
-        (ENSEMBLE, config, ensemble, (SignalSource.COMPOSITE,))]
+        (ENSEMBLE, config, ensemble, (SignalSource.COMPOSITE,))
+    ]
     usable, excluded = usable_specialists(ensemble, candles[0].timeframe)
     for spec in usable:
         cfg1, ens1 = alone(config, ensemble, spec.name)
@@ -135,15 +145,35 @@ def evaluate_fold(candles: Sequence[Any], fold: Fold, config: L2Config, ensemble
         bt = Backtester(cfg, ensemble=ens, trade_sources=sources, on_progress=progress)
         result = bt.run(candles, start=fold.start, end=fold.end)
         timeline = result.timestamps.astype(np.int64)
-        runs.append(CandidateRun(name=family + suffix, family=family, seed=seed, fold=fold.index, baseline=False,
-                                 returns=result.equity[1:] / result.equity[:-1] - 1.0,
-                                 metrics={**_metrics_dict(result.metrics), "orders": len(result.orders),
-                                          "bars_per_second": result.bars_per_second}))
+        runs.append(
+            CandidateRun(
+                name=family + suffix,
+                family=family,
+                seed=seed,
+                fold=fold.index,
+                baseline=False,
+                returns=result.equity[1:] / result.equity[:-1] - 1.0,
+                metrics={
+                    **_metrics_dict(result.metrics),
+                    "orders": len(result.orders),
+                    "bars_per_second": result.bars_per_second,
+                },
+            )
+        )
     if with_baselines and timeline is not None:
         bench_cfg, _ = config_for_symbols(config, {c.symbol: float(c.frame["close"].median()) for c in candles})
         for name, b in benchmark_runs(candles, timeline, bench_cfg, fast=sma[0], slow=sma[1]).items():
-            runs.append(CandidateRun(name=name, family=name, seed=None, fold=fold.index, baseline=True,
-                                     returns=b.returns, metrics=_metrics_dict(b.metrics)))
+            runs.append(
+                CandidateRun(
+                    name=name,
+                    family=name,
+                    seed=None,
+                    fold=fold.index,
+                    baseline=True,
+                    returns=b.returns,
+                    metrics=_metrics_dict(b.metrics),
+                )
+            )
     loaded_missing = {k: v for k, v in ensemble.unavailable.items() if "@" not in k}  # name@tf: the generator's
     return runs, {**loaded_missing, **excluded}
 
@@ -172,11 +202,14 @@ def fold_walk_forward(config: L2Config, candles: Sequence[Any], fold: Fold) -> L
     history = validation_end - max(c.frame.index[0] for c in candles)
     span = min(_utc(wf.validation_end) - _utc(wf.train_end), history / 3)
     if span < bar * 10:
-        raise DataError(f"fold {fold.index} starts at {fold.start}: too little history before it to train and "
-                        f"validate (need more than {wf.purge_bars} purge bars plus a validation window)")
+        raise DataError(
+            f"fold {fold.index} starts at {fold.start}: too little history before it to train and "
+            f"validate (need more than {wf.purge_bars} purge bars plus a validation window)"
+        )
     train_end = validation_end - span
-    return config.with_overrides({"walk_forward.train_end": train_end.isoformat(),
-                                  "walk_forward.validation_end": validation_end.isoformat()})
+    return config.with_overrides(
+        {"walk_forward.train_end": train_end.isoformat(), "walk_forward.validation_end": validation_end.isoformat()}
+    )
 
 
 def train_fold(files: Sequence[str], config: L2Config, seed: int, timesteps: int, out: Path) -> L2Config:
@@ -185,9 +218,18 @@ def train_fold(files: Sequence[str], config: L2Config, seed: int, timesteps: int
     from training.shared import TrainSettings, train_specialist
 
     for name in config.ensemble.models:
-        settings = TrainSettings(specialist=name, data=tuple(files), timesteps=timesteps, seed=seed, out=str(out),
-                                 tensorboard_log=None, progress_bar=False, verbose=0, min_evals=1,
-                                 work_dir=str(out / "work"))
+        settings = TrainSettings(
+            specialist=name,
+            data=tuple(files),
+            timesteps=timesteps,
+            seed=seed,
+            out=str(out),
+            tensorboard_log=None,
+            progress_bar=False,
+            verbose=0,
+            min_evals=1,
+            work_dir=str(out / "work"),
+        )
         train_specialist(settings, config)
     return config_with_models(config, out)
 
@@ -204,10 +246,22 @@ class Evaluation:
     mode: str  # "shipped" | "retrained"
 
 
-def evaluate(candles: Sequence[Any], files: Sequence[str], config: L2Config, *, start: Any, end: Any, folds: int,
-             models_dir: str | None, seeds: int, timesteps: int, sma: tuple[int, int] = (24, 168),
-             progress: Progress | None = None, on_stage: Callable[[str], None] | None = None,
-             work_dir: str | None = None) -> Evaluation:
+def evaluate(
+    candles: Sequence[Any],
+    files: Sequence[str],
+    config: L2Config,
+    *,
+    start: Any,
+    end: Any,
+    folds: int,
+    models_dir: str | None,
+    seeds: int,
+    timesteps: int,
+    sma: tuple[int, int] = (24, 168),
+    progress: Progress | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    work_dir: str | None = None,
+) -> Evaluation:
     """Run the evaluation of the module docstring."""
     plan = make_folds(candles, start, end, folds)
     runs: list[CandidateRun] = []
@@ -218,26 +272,32 @@ def evaluate(candles: Sequence[Any], files: Sequence[str], config: L2Config, *, 
         cfg = config_with_models(config, models_dir)
         for fold in plan:
             stage(f"fold {fold.index + 1}/{len(plan)}: shipped models")
-            got, why = evaluate_fold(candles, fold, cfg, ensemble, seed=None, sma=sma, with_baselines=True,
-                                     progress=progress)
+            got, why = evaluate_fold(
+                candles, fold, cfg, ensemble, seed=None, sma=sma, with_baselines=True, progress=progress
+            )
             runs += got
             unavailable.update(why)
-        return Evaluation(folds=tuple(plan), runs=tuple(runs), unavailable=unavailable,
-                          timeframe=candles[0].timeframe, mode="shipped")
+        return Evaluation(
+            folds=tuple(plan), runs=tuple(runs), unavailable=unavailable, timeframe=candles[0].timeframe, mode="shipped"
+        )
     root = Path(work_dir or tempfile.mkdtemp(prefix="l2-evaluate-"))
     for fold in plan:
         fold_cfg = fold_walk_forward(config, candles, fold)
         for seed in range(seeds):
-            stage(f"fold {fold.index + 1}/{len(plan)}, seed {seed}: training {len(config.ensemble.models)} "
-                  f"specialists ({timesteps:,} steps each) on data before {fold.start:%Y-%m-%d %H:%M}")
+            stage(
+                f"fold {fold.index + 1}/{len(plan)}, seed {seed}: training {len(config.ensemble.models)} "
+                f"specialists ({timesteps:,} steps each) on data before {fold.start:%Y-%m-%d %H:%M}"
+            )
             cfg = train_fold(files, fold_cfg, seed, timesteps, root / f"fold{fold.index}" / f"seed{seed}")
             stage(f"fold {fold.index + 1}/{len(plan)}, seed {seed}: backtesting")
-            got, why = evaluate_fold(candles, fold, cfg, load_ensemble(cfg), seed=seed, sma=sma,
-                                     with_baselines=seed == 0, progress=progress)
+            got, why = evaluate_fold(
+                candles, fold, cfg, load_ensemble(cfg), seed=seed, sma=sma, with_baselines=seed == 0, progress=progress
+            )
             runs += got
             unavailable.update({f"{k} (fold {fold.index}, seed {seed})": v for k, v in why.items()})
-    return Evaluation(folds=tuple(plan), runs=tuple(runs), unavailable=unavailable,
-                      timeframe=candles[0].timeframe, mode="retrained")
+    return Evaluation(
+        folds=tuple(plan), runs=tuple(runs), unavailable=unavailable, timeframe=candles[0].timeframe, mode="retrained"
+    )
 
 
 # ------------------------------------------------------------------- statistics
@@ -255,8 +315,10 @@ def path_metrics(returns: np.ndarray, timeframe: str, initial: float) -> dict[st
     """Metrics of the stitched walk-forward equity path."""
     equity = initial * np.concatenate(([1.0], np.cumprod(1.0 + returns)))
     m = compute_metrics(equity, timeframe=timeframe).to_dict(json_safe=True)
-    return {k: m[k] for k in ("total_return", "annual_return", "annual_volatility", "sharpe", "sortino", "calmar",
-                              "max_drawdown")}
+    return {
+        k: m[k]
+        for k in ("total_return", "annual_return", "annual_volatility", "sharpe", "sortino", "calmar", "max_drawdown")
+    }
 
 
 def deflated_sharpes(paths: Mapping[str, np.ndarray], trials: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -287,4 +349,7 @@ def pbo(paths: Mapping[str, np.ndarray], embargo: int) -> dict[str, Any]:
         return {"pbo": None, "reason": f"need >= 2 candidates and >= 40 bars (have {len(names)}, {n} bars)"}
     matrix = np.stack([paths[k][:n] for k in names], axis=1)
     used = min(int(embargo), n // splits // 4)
-    return {**pbo_cscv(matrix, n_splits=splits, embargo=used).to_dict(), "candidates": names, "embargo": used}
+    result = pbo_cscv(matrix, n_splits=splits, embargo=used)
+    summary = {k: v for k, v in result.to_dict().items() if k != "logits"}  # 12,870 of them: summarised
+    return {**summary, "candidates": names, "embargo": used,
+            "logit_quantiles": np.quantile(result.logits, [0.1, 0.25, 0.5, 0.75, 0.9]).tolist()}
