@@ -48,7 +48,7 @@ def main() -> int:
     if full:
         env.setdefault("HYPOTHESIS_PROFILE", "ci")
     marker = [] if full else ["-m", "not slow"]
-    cmd = [py, "-m", "pytest", "tests", "l2_tactical", "envs", *marker, *args.pytest_args]
+    cmd = [py, "-m", "pytest", "tests", "l2_tactical", "l1_operational", "envs", "training", *marker, *args.pytest_args]
     rc = step("pytest", cmd, env)
     if rc == 5:
         print("pytest collected no tests: treated as a failure", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``l2 train`` (and, for now, a placeholder ``l2 evaluate``), registered through the entry-point group
+"""``l2 train``, registered through the entry-point group
 ``l2_tactical.commands`` (pyproject.toml), so l2_tactical never imports training.
 
 ``l2 train {trend,mean_reversion,volatility,all} [--data FILE[,FILE...]] [--timesteps N] [--seed S]
@@ -12,7 +12,6 @@ model card, resolved config and manifest entry. Progress bar with ETA; TensorBoa
 from __future__ import annotations
 
 import argparse
-import sys
 import types
 from typing import Any
 
@@ -107,15 +106,4 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train)
 
 
-def _run_evaluate(args: argparse.Namespace) -> int:
-    print("l2 evaluate: not implemented yet", file=sys.stderr)
-    return 1
-
-
-def _register_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="evaluate saved specialists (not implemented yet)")
-    p.set_defaults(func=_run_evaluate)
-
-
 train = types.SimpleNamespace(register=_register_train)
-evaluate = types.SimpleNamespace(register=_register_evaluate)
