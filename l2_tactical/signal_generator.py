@@ -63,7 +63,7 @@ from l2_tactical.finrl_models.feature_processor import (
     ready_runs,
 )
 from l2_tactical.messages import SignalDirection, SignalSource, StrategicDecision, TacticalSignal
-from l2_tactical.technical.feature_updater import ohlcv_arrays
+from l2_tactical.technical.feature_updater import MatrixFeed, ohlcv_arrays
 from l2_tactical.technical.multi_timeframe import timeframe_consensus
 from l2_tactical.technical.signals import pattern_signal, technical_signal
 
@@ -146,6 +146,7 @@ class SignalGenerator:
         self._states: dict[str, _State] = {}
         self._expiry = timedelta(minutes=config.signals.signal_expiry_minutes)
         self._vectors: dict[tuple, np.ndarray] = {}
+        self._feeds: dict[str, tuple[str, MatrixFeed]] = {}
 
     # ------------------------------------------------------------------ public API
     def generate_signals(self, market_data: Any, symbol: str, regime_context: Any = None,
@@ -192,7 +193,7 @@ class SignalGenerator:
         """Start (or restart) ``symbol``'s stream on ``history``; :meth:`on_bar` continues after its last bar."""
         base = infer_timeframe(history)
         _, ts, cols = ohlcv_arrays(history, base)
-        state = self._new_state(base)
+        state = self._new_state(base, symbol)
         self._states[symbol] = state
         replay_from = max(0, ts.shape[0] - self.config.ensemble.performance_window - 1)
         for i, bar in enumerate(zip(ts.tolist(), *(c.tolist() for c in cols), strict=True)):
@@ -203,12 +204,24 @@ class SignalGenerator:
                 self._push_windows(state, state.updater.row())
                 state.prev_close = bar[4]
 
+    def precompute(self, symbol: str, history: Any) -> None:
+        """Backtest mode: build ``symbol``'s features for ``history`` in one batch; the next
+        :meth:`warm_up` / :meth:`on_bar` of ``symbol`` restart its stream and read the rows from that
+        matrix instead of updating features bar by bar. Same decisions (the batch rows equal the
+        incremental ones); a bar that is not ``history``'s next one raises DataError."""
+        base = infer_timeframe(history)
+        plan = self._plan(base)
+        _, ts, cols = ohlcv_arrays(history, base)
+        matrix = plan.feature_set.build(history)
+        self._feeds[symbol] = (base, MatrixFeed(matrix.values, matrix.ready, plan.names, base, ts, cols))
+        self._states.pop(symbol, None)
+
     def on_bar(self, symbol: str, candle: Any, regime_context: Any = None,
                position: PositionState | None = None) -> Decision:
         """Streaming path: feed one closed bar ``(open_time, open, high, low, close, volume)``; that bar's decision."""
         state = self._states.get(symbol)
         if state is None:
-            state = self._states[symbol] = self._new_state(self.timeframe)
+            state = self._states[symbol] = self._new_state(self.timeframe, symbol)
         return self._stream(state, symbol, _candle_tuple(candle), regime_context, position)
 
     # ------------------------------------------------------------------ shared per-bar step
@@ -348,9 +361,15 @@ class SignalGenerator:
                 self.ensemble.unavailable.setdefault(f"{name}@{base}", why)
         return self._plans[base]
 
-    def _new_state(self, base: str) -> _State:
+    def _new_state(self, base: str, symbol: str | None = None) -> _State:
         plan = self._plan(base)
-        state = _State(plan=plan, tracker=self.ensemble.new_tracker(), updater=plan.feature_set.incremental())
+        feed = self._feeds.get(symbol) if symbol is not None else None
+        if feed is not None and feed[0] == base:
+            del self._feeds[symbol]  # type: ignore[arg-type]
+            updater: Any = feed[1]
+        else:
+            updater = plan.feature_set.incremental()
+        state = _State(plan=plan, tracker=self.ensemble.new_tracker(), updater=updater)
         state.windows = {n: ObservationWindow(cols, plan.windows[n]) for n, cols in plan.columns.items()}
         state.runs = dict.fromkeys(plan.columns, 0)
         return state

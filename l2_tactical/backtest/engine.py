@@ -213,6 +213,7 @@ class _Plan:
     order: np.ndarray  # (n_events, 2) symbol index, row
     timeline: np.ndarray  # int64 ns, evaluated bar open times
     warmup: tuple[Any, ...]  # per symbol: the frame of the bars before the first evaluated one
+    history: tuple[Any, ...] = ()  # per symbol: the warm-up bars followed by the evaluated ones
 
 
 def _bounds_ns(value: Any) -> int | None:
@@ -228,7 +229,7 @@ def plan_events(candles: Sequence[Any], start: Any = None, end: Any = None, warm
     """Events of ``candles`` with ``start <= open time < end``; up to ``warmup_bars`` earlier bars per symbol
     make its warm-up frame (for :meth:`TacticalLoop.warm_up`, as ``l2 paper`` warms up)."""
     lo_ns, hi_ns = _bounds_ns(start), _bounds_ns(end)
-    arrays, keys, warm = [], [], []
+    arrays, keys, warm, history = [], [], [], []
     for k, c in enumerate(candles):
         f = c.frame
         ts = np.asarray(c.timestamps_ns, dtype=np.int64)
@@ -242,9 +243,10 @@ def plan_events(candles: Sequence[Any], start: Any = None, end: Any = None, warm
         rows = np.arange(lo, hi)
         keys.append(np.stack([ts[rows], np.full(rows.size, k), rows], axis=1))
         warm.append(f.iloc[max(0, lo - warmup_bars):lo])
+        history.append(f.iloc[max(0, lo - warmup_bars):hi])
     ev = np.concatenate(keys)
     ev = ev[np.lexsort((ev[:, 1], ev[:, 0]))]
-    return _Plan(tuple(arrays), ev[:, 1:3].copy(), np.unique(ev[:, 0]), tuple(warm))
+    return _Plan(tuple(arrays), ev[:, 1:3].copy(), np.unique(ev[:, 0]), tuple(warm), tuple(history))
 
 
 def _bar(plan: _Plan, symbol: str, timeframe: str, k: int, row: int) -> Bar:
@@ -291,8 +293,9 @@ class Backtester:
     def __init__(self, config: L2Config, *, ensemble: Any = None, executor_factory: ExecutorFactory | None = None,
                  trade_sources: Sequence[SignalSource] = (SignalSource.COMPOSITE,), allow_short: bool = False,
                  decision: StrategicDecision | None = None, progress: bool = False, label: str = "backtest",
-                 on_progress: Callable[[int], None] | None = None) -> None:
+                 on_progress: Callable[[int], None] | None = None, precompute_features: bool = True) -> None:
         self.config, self.ensemble, self.on_progress = config, ensemble, on_progress
+        self.precompute_features = precompute_features
         self.executor_factory = executor_factory or paper_executor_factory()
         self.trade_sources, self.allow_short = tuple(trade_sources), allow_short
         self.decision, self.progress, self.label = decision, progress, label
@@ -368,6 +371,7 @@ class _Run:
         from tqdm import tqdm
 
         plan, loop = self.plan, self.loop
+        precomputed = self._precompute()
         for symbol, frame in zip(self.symbols, plan.warmup, strict=True):
             if len(frame):
                 loop.warm_up(symbol, frame)
@@ -385,8 +389,22 @@ class _Run:
             bar_progress.update(events % 256)
             if self.bt.on_progress is not None:
                 self.bt.on_progress(events % 256)
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started + precomputed
         return self._result(seconds, events)
+
+    def _precompute(self) -> float:
+        """Batch features for each symbol's warm-up + evaluated bars, read row by row by the generator
+        (:meth:`SignalGenerator.precompute`); the seconds it took (counted in the run's time)."""
+        build = getattr(self.rec.inner, "precompute", None)
+        if not self.bt.precompute_features or not callable(build):
+            return 0.0
+        started = time.perf_counter()
+        for symbol, frame in zip(self.symbols, self.plan.history, strict=True):
+            try:
+                build(symbol, frame)
+            except DataError as exc:  # too short for a batch build: the updater warms up bar by bar
+                self.notes.append(f"{symbol}: features updated bar by bar ({exc})")
+        return time.perf_counter() - started
 
     def _step(self, k: int, row: int) -> None:
         symbol = self.symbols[k]

@@ -149,3 +149,51 @@ class FeatureUpdater:
 
 def _iso(ts_ns: int) -> str:
     return dt.datetime.fromtimestamp(ts_ns / 1e9, dt.UTC).isoformat()
+
+
+class MatrixFeed:
+    """A precomputed feature matrix replayed bar by bar behind :class:`FeatureUpdater`'s interface.
+
+    For backtests: ``FeatureSet.build`` over the history once (equal row for row to the
+    incremental updater fed the same bars, ``tests/test_features_equality.py``), then
+    :meth:`advance` only moves a cursor. A bar that is not the matrix's next row (other time or
+    other OHLCV) raises :class:`DataError`: the feed never serves a row computed from other bars.
+    """
+
+    __slots__ = ("_all_ready", "_cols", "_i", "_ready", "_ts", "_values", "base_timeframe", "names")
+
+    def __init__(self, values: np.ndarray, ready: np.ndarray, names: Sequence[str], base_timeframe: str,
+                 ts_ns: np.ndarray, cols: Sequence[np.ndarray]) -> None:
+        n = ts_ns.shape[0]
+        if values.shape[0] != n or ready.shape != values.shape or any(c.shape[0] != n for c in cols):
+            raise ValueError(f"MatrixFeed: {values.shape[0]} rows of features for {n} bars")
+        self.names, self.base_timeframe = tuple(names), base_timeframe
+        self._values, self._ready = values, ready
+        self._all_ready = ready.all(axis=1).tolist()
+        self._ts = ts_ns.tolist()
+        self._cols = tuple(c.tolist() for c in cols)
+        self._i = -1
+
+    @property
+    def position(self) -> int:
+        """Row of the last bar fed (-1 before the first)."""
+        return self._i
+
+    @property
+    def ready(self) -> np.ndarray:
+        return self._ready[self._i]
+
+    @property
+    def is_ready(self) -> bool:
+        return bool(self._all_ready[self._i])
+
+    def advance(self, ts_ns: int, o: float, h: float, lo: float, c: float, v: float) -> None:
+        i = self._i + 1
+        if i >= len(self._ts) or self._ts[i] != ts_ns or (o, h, lo, c, v) != tuple(col[i] for col in self._cols):
+            raise DataError(f"bar at {_iso(ts_ns)} is not the next bar of the precomputed features "
+                            f"(row {i} of {len(self._ts)})", column="timestamp")
+        self._i = i
+
+    def row(self) -> np.ndarray:
+        """The current row (a read-only view into the matrix)."""
+        return self._values[self._i]
