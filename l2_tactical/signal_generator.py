@@ -65,7 +65,7 @@ from l2_tactical.finrl_models.feature_processor import (
 from l2_tactical.messages import SignalDirection, SignalSource, StrategicDecision, TacticalSignal
 from l2_tactical.technical.feature_updater import MatrixFeed, ohlcv_arrays
 from l2_tactical.technical.multi_timeframe import timeframe_consensus
-from l2_tactical.technical.signals import pattern_signal, technical_signal
+from l2_tactical.technical.signals import SourceCall, pattern_call, pattern_columns, technical_call
 
 _DIRECTIONS = {1: SignalDirection.LONG, -1: SignalDirection.SHORT, 0: SignalDirection.NEUTRAL}
 _NS_TO_TF = {s * 1_000_000_000: tf for tf, s in TIMEFRAME_SECONDS.items()}
@@ -147,6 +147,7 @@ class SignalGenerator:
         self._expiry = timedelta(minutes=config.signals.signal_expiry_minutes)
         self._vectors: dict[tuple, np.ndarray] = {}
         self._feeds: dict[str, tuple[str, MatrixFeed]] = {}
+        self._pattern_columns: dict[str, tuple[tuple[str, str], ...]] = {}
 
     # ------------------------------------------------------------------ public API
     def generate_signals(self, market_data: Any, symbol: str, regime_context: Any = None,
@@ -263,20 +264,22 @@ class SignalGenerator:
         state.prev_close = close
 
     def _technical(self, state: _State, symbol: str, values: dict[str, float], close: float, when: datetime
-                   ) -> tuple[TacticalSignal | None, TacticalSignal | None]:
+                   ) -> tuple[SourceCall | None, SourceCall | None]:
+        """The TECHNICAL and PATTERN calls as numbers; a message is built only for a call that is kept."""
         base = state.plan.feature_set.base_timeframe
         macd = {tf: values[col] for tf, col in state.plan.macd_columns.items()}
         consensus = None
         if len(macd) > 1:
             consensus = timeframe_consensus(macd, alignment_threshold=self.config.timeframes.alignment_threshold)
-        tech = technical_signal(symbol, values, price=close, timestamp=when, timeframe=base,
-                                previous=state.prev_row, consensus=consensus, expiry=self._expiry)
-        patt = pattern_signal(symbol, values, price=close, timestamp=when, timeframe=base, expiry=self._expiry)
-        return tech, patt
+        tech = technical_call(values, timeframe=base, previous=state.prev_row, consensus=consensus)
+        columns = self._pattern_columns.get(base)
+        if columns is None:
+            columns = self._pattern_columns[base] = pattern_columns(state.plan.names, base)
+        return tech, pattern_call(values, timeframe=base, columns=columns)
 
     # ------------------------------------------------------------------ composite, filters, conflicts
     def _compose(self, symbol: str, when: datetime, close: float, ens: EnsembleDecision,
-                 tech: TacticalSignal | None, patt: TacticalSignal | None, ctx: Context) -> Decision:
+                 tech: SourceCall | None, patt: SourceCall | None, ctx: Context) -> Decision:
         cfg, reasons = self.config, []
         ai_ok = ens.answered > 0
         agreeing = ens.consensus >= cfg.ensemble.consensus_threshold
@@ -291,7 +294,7 @@ class SignalGenerator:
         conf = composite_confidence([v.confidence for v in votes], comp.agreement, [v.weight for v in votes],
                                     coverage=1.0)
         cands = self._candidates(ens if ai_ok else None, tech, patt, comp.exposure, conf)
-        kept: list[tuple[SignalSource, float, float, TacticalSignal | None]] = []
+        kept: list[tuple[SignalSource, float, float, SourceCall | None]] = []
         for src, e, c, failed, sig in cands:
             if side_of(e, NEUTRAL_BAND) == 0:
                 continue
@@ -301,18 +304,18 @@ class SignalGenerator:
                 kept.append((src, e, c, sig))
         kept = _resolve_conflicts(kept, comp.exposure, reasons)
         ens_meta = ens.to_metadata() if ai_ok and any(sig is None for *_, sig in kept) else None
-        signals = tuple(sig if sig is not None else self._signal(
+        signals = tuple(sig.to_signal(symbol, close, when, self._expiry) if sig is not None else self._signal(
             symbol, src, e, c, close, when, ens_meta if src is SignalSource.AI_MODEL
             else self._composite_meta(ens, ens_meta, votes, comp, ctx, reasons)) for src, e, c, sig in kept)
         return Decision(symbol, when, close, comp.exposure, conf, signals, ens if ai_ok else None, tuple(reasons))
 
-    def _candidates(self, ens: EnsembleDecision | None, tech: TacticalSignal | None, patt: TacticalSignal | None,
+    def _candidates(self, ens: EnsembleDecision | None, tech: SourceCall | None, patt: SourceCall | None,
                     comp_exposure: float, conf: float) -> list[tuple[SignalSource, float, float, str,
-                                                                      TacticalSignal | None]]:
+                                                                      SourceCall | None]]:
         """(source, exposure, confidence, failed quality filters, ready-made signal or None) per source."""
         cfg = self.config
         s = cfg.signals.min_signal_strength
-        cands: list[tuple[SignalSource, float, float, str, TacticalSignal | None]] = []
+        cands: list[tuple[SignalSource, float, float, str, SourceCall | None]] = []
         if ens is not None:
             cands.append((SignalSource.AI_MODEL, ens.exposure, ens.confidence, _failed(
                 ("strength", abs(ens.exposure), "min_signal_strength", s),

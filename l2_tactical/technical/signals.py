@@ -21,7 +21,7 @@ on the winning side. Pattern rules are described on :func:`pattern_signal`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -113,28 +113,43 @@ def _combine(votes: dict[str, tuple[float, float]]) -> tuple[int, float, float]:
     return direction, min(1.0, abs(score)), (agree / mass if mass > 0 else 0.0)
 
 
-def _signal(
-    symbol: str,
-    direction: int,
-    strength: float,
-    confidence: float,
-    price: float,
-    timestamp: datetime,
-    source: SignalSource,
-    metadata: dict[str, Any],
-    expiry: timedelta | None,
-) -> TacticalSignal:
-    return TacticalSignal(
-        symbol=symbol,
-        direction=SignalDirection.LONG if direction > 0 else SignalDirection.SHORT,
-        strength=round(strength, 6),
-        confidence=round(confidence, 6),
-        price=price,
-        timestamp=timestamp,
-        source=source,
-        metadata=metadata,
-        expires_at=None if expiry is None else timestamp + expiry,
-    )
+@dataclass(frozen=True, slots=True)
+class SourceCall:
+    """A technical or pattern source's call as numbers, before it becomes a :class:`TacticalSignal`.
+
+    ``strength`` and ``confidence`` are already rounded as the signal carries them, so
+    ``exposure`` equals ``to_signal(...).exposure``. Building the message (validation, id) is
+    left to :meth:`to_signal`, for the calls that survive the quality filters.
+    """
+
+    source: SignalSource
+    direction: int  # +1 or -1
+    strength: float
+    confidence: float
+    metadata: dict[str, Any]
+
+    @property
+    def exposure(self) -> float:
+        return self.direction * self.strength
+
+    def to_signal(self, symbol: str, price: float, timestamp: datetime, expiry: timedelta | None = None
+                  ) -> TacticalSignal:
+        return TacticalSignal(
+            symbol=symbol,
+            direction=SignalDirection.LONG if self.direction > 0 else SignalDirection.SHORT,
+            strength=self.strength,
+            confidence=self.confidence,
+            price=price,
+            timestamp=timestamp,
+            source=self.source,
+            metadata=self.metadata,
+            expires_at=None if expiry is None else timestamp + expiry,
+        )
+
+
+def _call(direction: int, strength: float, confidence: float, source: SignalSource, metadata: dict[str, Any]
+          ) -> SourceCall:
+    return SourceCall(source, direction, round(strength, 6), round(confidence, 6), metadata)
 
 
 def technical_signal(
@@ -150,6 +165,19 @@ def technical_signal(
     expiry: timedelta | None = None,
 ) -> TacticalSignal | None:
     """A TECHNICAL signal from the indicator features of ``timeframe`` in ``row`` (see the module doc)."""
+    call = technical_call(row, timeframe=timeframe, previous=previous, consensus=consensus, rules=rules)
+    return None if call is None else call.to_signal(symbol, price, timestamp, expiry)
+
+
+def technical_call(
+    row: Row,
+    *,
+    timeframe: str,
+    previous: Row | None = None,
+    consensus: Consensus | None = None,
+    rules: TechnicalRules | None = None,
+) -> SourceCall | None:
+    """:func:`technical_signal` as numbers (no message built)."""
     r = rules or TechnicalRules()
     why: dict[str, Any] = {"timeframe": timeframe}
     candidates = {
@@ -167,17 +195,26 @@ def technical_signal(
     why["votes"] = {k: round(v, 4) for k, (v, _) in votes.items()}
     if direction == 0 or strength < r.min_strength:
         return None
-    return _signal(symbol, direction, strength, confidence, price, timestamp, SignalSource.TECHNICAL, why, expiry)
+    return _call(direction, strength, confidence, SignalSource.TECHNICAL, why)
 
 
-def _pattern_votes(row: Row, timeframe: str) -> tuple[dict[str, float], list[str]]:
+def pattern_columns(names: Iterable[str], timeframe: str) -> tuple[tuple[str, str], ...]:
+    """``(column, pattern)`` of the candlestick features of ``timeframe`` among ``names``, in their order.
+
+    >>> pattern_columns(["rsi_14@1h", "cdl_doji@1h", "cdl_engulfing@4h"], "1h")
+    (('cdl_doji@1h', 'doji'),)
+    """
+    suffix = f"@{timeframe}"
+    return tuple((n, n[4 : -len(suffix)]) for n in names if n.startswith("cdl_") and n.endswith(suffix))
+
+
+def _pattern_votes(row: Row, columns: tuple[tuple[str, str], ...]) -> tuple[dict[str, float], list[str]]:
     found: dict[str, float] = {}
     indecision: list[str] = []
-    suffix = f"@{timeframe}"
-    for name, value in row.items():
-        if not (name.startswith("cdl_") and name.endswith(suffix)) or value == 0:
+    for name, pattern in columns:
+        value = row[name]
+        if value == 0:
             continue
-        pattern = name[4 : -len(suffix)]
         if pattern in INDECISION:
             indecision.append(pattern)
         elif pattern in BULLISH:
@@ -198,7 +235,14 @@ def pattern_signal(
     timeframe: str,
     expiry: timedelta | None = None,
 ) -> TacticalSignal | None:
-    """A PATTERN signal from the candlestick features (``cdl_*``) of ``timeframe`` in ``row``.
+    """A PATTERN signal (see :func:`pattern_call` for the rules)."""
+    call = pattern_call(row, timeframe=timeframe)
+    return None if call is None else call.to_signal(symbol, price, timestamp, expiry)
+
+
+def pattern_call(row: Row, *, timeframe: str, columns: tuple[tuple[str, str], ...] | None = None
+                 ) -> SourceCall | None:
+    """A PATTERN call from the candlestick features (``cdl_*``) of ``timeframe`` in ``row``.
 
     Direction: sign of the summed pattern votes (bullish +, bearish -; doji
     only lowers confidence). Strength: |sum| / 2, capped at 1 (two agreeing
@@ -207,7 +251,9 @@ def pattern_signal(
     move to reverse), +0.25 when relative volume is above 1.2, -0.25 when a
     doji shows indecision; clipped to [0, 1].
     """
-    found, indecision = _pattern_votes(row, timeframe)
+    if columns is None:
+        columns = pattern_columns(row, timeframe)
+    found, indecision = _pattern_votes(row, columns)
     total = sum(found.values())
     if total == 0:
         return None
@@ -226,6 +272,4 @@ def pattern_signal(
         why["indecision"] = indecision
         confidence -= 0.25
     confidence = min(1.0, max(0.0, confidence))
-    return _signal(
-        symbol, direction, min(1.0, abs(total) / 2), confidence, price, timestamp, SignalSource.PATTERN, why, expiry
-    )
+    return _call(direction, min(1.0, abs(total) / 2), confidence, SignalSource.PATTERN, why)
