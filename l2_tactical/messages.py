@@ -19,6 +19,8 @@ True
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -206,7 +208,12 @@ def _freeze_mapping(obj: object, name: str) -> None:
 # ------------------------------------------------------------------------ codec
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})  # encoded as themselves (exact types: not subclasses)
+
+
 def _encode(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, datetime):
@@ -271,6 +278,26 @@ def _decoder_for(tp: Any) -> Decoder:
 
 
 @functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+_JSON = json.JSONEncoder(sort_keys=True, allow_nan=False)  # what json.dumps(sort_keys=True, allow_nan=False) builds
+_JSON_MEMO: collections.OrderedDict[int, tuple[Message, str]] = collections.OrderedDict()
+"""id(message) -> (message, its JSON): messages are immutable, so a message encoded twice (journal, then
+bus envelope) is encoded once. Holding the message keeps its id from being reused while it is here."""
+_JSON_MEMO_SIZE = 4096
+
+
+def _remember_json(message: Message, text: str) -> None:
+    memo = _JSON_MEMO
+    if len(memo) >= _JSON_MEMO_SIZE:
+        with contextlib.suppress(KeyError):  # KeyError: another thread emptied it
+            memo.popitem(last=False)  # the oldest
+    memo[id(message)] = (message, text)
+
+
+@functools.cache
 def _decoders(cls: type) -> dict[str, tuple[Decoder, str]]:
     """Per field: its decoder and the name used in error messages (resolving types is slow: cached)."""
     return {name: (_decoder_for(tp), f"{cls.__name__}.{name}") for name, tp in typing.get_type_hints(cls).items()
@@ -284,19 +311,29 @@ class Message:
     SCHEMA: ClassVar[int] = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _encode(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        out = {}
+        plain = _PLAIN
+        for name in _field_names(typing.cast(type, type(self))):
+            value = getattr(self, name)
+            out[name] = value if type(value) in plain else _encode(value)
+        return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
+        """Canonical JSON (sorted keys, no NaN); computed once per message object (see ``_JSON_MEMO``)."""
+        hit = _JSON_MEMO.get(id(self))
+        if hit is not None and hit[0] is self:
+            return hit[1]
+        text = _JSON.encode(self.to_dict())
+        _remember_json(self, text)
+        return text
 
     @classmethod
     def from_dict(cls: type[M], data: Mapping[str, Any]) -> M:
         if not isinstance(data, Mapping):
             raise MessageError(f"{cls.__name__}: payload must be an object, got {type(data).__name__}")
         decoders = _decoders(typing.cast(type, cls))
-        unknown = sorted(set(data) - set(decoders))
-        if unknown:
-            raise MessageError(f"{cls.__name__}: unknown key(s) {unknown}")
+        if not data.keys() <= decoders.keys():
+            raise MessageError(f"{cls.__name__}: unknown key(s) {sorted(set(data) - set(decoders))}")
         schema = data.get("schema", cls.SCHEMA)
         if schema != cls.SCHEMA:
             raise MessageError(f"{cls.__name__}.schema={schema!r}: unsupported version (this build reads {cls.SCHEMA})")

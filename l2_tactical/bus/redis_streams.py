@@ -3,7 +3,9 @@
 Mapping of the port's primitives:
 
 * publish -> ``XADD stream MAXLEN ~ maxlen * type .. payload .. correlation_id .. published_at ..``;
-  publish_many -> those XADDs in one pipeline (one round trip)
+  publish_many -> those XADDs in one pipeline (one round trip). Appends are coalesced: one writer
+  task sends what was queued while its previous pipeline was in flight as the next pipeline, in
+  call order (concurrent publishers share round trips and one connection instead of one each)
 * new entries -> ``XREADGROUP GROUP g c COUNT n BLOCK ms STREAMS stream >``
 * own pending -> ``XREADGROUP ... STREAMS stream <after>`` pipelined with ``XPENDING`` for the delivery counts
 * idle entries of a vanished consumer -> ``XAUTOCLAIM ... JUSTID`` (does not count as a delivery)
@@ -17,6 +19,7 @@ re-creates the group and re-reads pending entries before new ones.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -71,6 +74,26 @@ def _entries(resp: Any) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
+class _Append:
+    """Entries of one publish call waiting for the writer, and the future its caller awaits."""
+
+    __slots__ = ("done", "fields", "stream")
+
+    def __init__(self, stream: str, fields: list[dict[str, str]], done: asyncio.Future[list[str]] | None) -> None:
+        self.stream, self.fields, self.done = stream, fields, done
+
+    def fail(self, exc: BaseException) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(exc)
+
+    def answer(self, replies: Sequence[Any]) -> None:
+        errors = [r for r in replies if isinstance(r, BaseException)]
+        if errors:
+            self.fail(errors[0])
+        elif self.done is not None and not self.done.done():
+            self.done.set_result([_text(r) for r in replies])
+
+
 class RedisStreamsBus(MessageBus):
     """:class:`MessageBus` over Redis Streams consumer groups."""
 
@@ -81,6 +104,9 @@ class RedisStreamsBus(MessageBus):
         self._r = client
         self.maxlen = maxlen
         self._acks: dict[tuple[str, str], list[str]] = {}  # settled ids whose XACK rides on the next read
+        self._queue: list[_Append] = []                    # appends waiting for the writer's next pipeline
+        self._writer: asyncio.Task[None] | None = None
+        self._busy = False                                 # an append is in flight
 
     @classmethod
     def from_url(cls, url: str, *, maxlen: int = 100_000, **kwargs: Any) -> RedisStreamsBus:
@@ -96,17 +122,64 @@ class RedisStreamsBus(MessageBus):
             await self._r.ping()
 
     async def _append(self, stream: str, fields: dict[str, str]) -> str:
-        with _transient("XADD"):
-            entry_id = await self._r.xadd(stream, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-        return _text(entry_id)
+        return (await self._enqueue(stream, [fields]))[0]
 
     async def _append_many(self, stream: str, fields: Sequence[dict[str, str]]) -> list[str]:
-        with _transient("XADD pipeline"):
-            pipe = self._r.pipeline(transaction=False)
-            for f in fields:
-                pipe.xadd(stream, f, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-            ids = await pipe.execute()
-        return [_text(i) for i in ids]
+        return await self._enqueue(stream, list(fields))
+
+    async def _enqueue(self, stream: str, fields: list[dict[str, str]]) -> list[str]:
+        """Append now, or, while another append is in flight, queue for the writer's next pipeline.
+
+        Raises TransientError when Redis is unreachable (then any prefix of ``fields`` may be appended).
+        """
+        if self._busy:
+            done: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+            self._queue.append(_Append(stream, fields, done))
+            return await done
+        self._busy = True
+        try:
+            with _transient("XADD"):
+                if len(fields) == 1:
+                    return [_text(await self._r.xadd(stream, fields[0], maxlen=self.maxlen,  # type: ignore[arg-type]
+                                                      approximate=True))]
+                return [_text(i) for i in await self._pipeline([_Append(stream, fields, None)]).execute()]
+        finally:
+            if self._queue:  # what queued meanwhile goes next, in order, before any later call
+                self._writer = asyncio.get_running_loop().create_task(self._write_queued(), name="redis-bus-writer")
+            else:
+                self._busy = False
+
+    def _pipeline(self, items: Sequence[_Append]) -> Any:
+        pipe = self._r.pipeline(transaction=False)
+        for item in items:
+            for f in item.fields:
+                pipe.xadd(item.stream, f, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+        return pipe
+
+    async def _write_queued(self) -> None:
+        """Send the queue as pipelines until it is empty; each caller gets its ids or the error."""
+        batch: list[_Append] = []
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    with _transient("XADD"):
+                        replies = await self._pipeline(batch).execute(raise_on_error=False)
+                except Exception as exc:
+                    for item in batch:
+                        item.fail(exc)
+                else:
+                    start = 0
+                    for item in batch:
+                        item.answer(replies[start:start + len(item.fields)])
+                        start += len(item.fields)
+                batch = []
+        finally:  # also when cancelled (loop shutting down): nobody is left waiting
+            gone = TransientError("redis XADD: bus writer stopped")
+            for item in (*batch, *self._queue):
+                item.fail(gone)
+            self._queue = []
+            self._busy = False
 
     async def _ensure_group(self, stream: str, group: str) -> None:
         with _transient("XGROUP CREATE"):
@@ -168,6 +241,9 @@ class RedisStreamsBus(MessageBus):
         return [DeadLetter.from_fields(_fields(raw)) for _, raw in items]
 
     async def _close_transport(self) -> None:
+        if self._writer is not None and not self._writer.done():
+            with contextlib.suppress(Exception):
+                await self._writer
         with contextlib.suppress(Exception):
             for (stream, group), ids in self._acks.items():
                 await self._r.xack(stream, group, *ids)
