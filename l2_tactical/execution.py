@@ -35,6 +35,8 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
+
 from l2_tactical.messages import ReasonCode
 
 
@@ -195,6 +197,88 @@ def trade_to_target(
     delta = ops.where(ops.logical_and(too_small, ops.logical_not(closing)), 0.0, delta)
     paid = fee(delta * price, costs)
     return cash - delta * price - paid, qty + delta, price, paid, delta
+
+
+# ------------------------------------------------- the same rebalancing on preallocated arrays
+
+_mul, _div, _add, _sub, _abs, _copyto = np.multiply, np.divide, np.add, np.subtract, np.absolute, np.copyto
+_BAR_OPEN, _BAR_BUY, _BAR_SELL, _BAR_BUY_COST = range(4)
+
+
+def bar_prices(open_: Any, high: Any, low: Any, costs: Costs) -> np.ndarray:
+    """Per-bar constants of :class:`BatchTrader`, float64 ``[4, n_bars]``: the open, the fill price of a
+    buy and of a sell on that bar (:func:`fill_price` with sign +1 / -1) and a buy's cost per unit with its
+    fee (``buy price * (1 + fee_rate)``, the divisor of the affordable quantity). The same float operations
+    as :func:`trade_to_target` does per call, done once per bar."""
+    o, h, lo = (np.asarray(x, dtype=np.float64) for x in (open_, high, low))
+    buy = fill_price(1.0, o, h, lo, costs, np)
+    return np.stack([o, buy, fill_price(-1.0, o, h, lo, costs, np), buy * (1.0 + costs.fee_rate)])
+
+
+class BatchTrader:
+    """:func:`trade_to_target` for ``n`` accounts at once, on preallocated arrays (the VecEnv's hot path).
+
+    The same formulas, operation for operation, so the results equal ``trade_to_target`` on floats bit for
+    bit (tests/test_execution.py holds them together); only the temporaries are reused, constants are
+    arrays made once, the per-bar prices come from :func:`bar_prices` and ``np.where`` becomes masked
+    copies. The target clip is separate (:meth:`clip_target`), so a caller whose targets are already in
+    range (a discrete action table clipped once) skips it.
+    """
+
+    def __init__(self, n: int, costs: Costs, *, lot_step: float = 0.0, min_notional: float = 0.0,
+                 allow_short: bool = False) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"BatchTrader n={n!r}: must be an int >= 1")
+        for name, v in (("lot_step", lot_step), ("min_notional", min_notional)):
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"BatchTrader {name}={v!r}: must be a finite number >= 0")
+        self.n, self.costs, self.lot_step, self.min_notional = n, costs, float(lot_step), float(min_notional)
+        self.allow_short = bool(allow_short)
+        self.target_low = -1.0 if allow_short else 0.0
+        self._c = {name: np.full(n, v) for name, v in (("zero", 0.0), ("close_eps", 1e-12), ("step", lot_step),
+                                                         ("step_eps", 1e-9), ("min_notional", min_notional),
+                                                         ("fee_rate", costs.fee_rate))}
+        self._f = [np.empty(n) for _ in range(3)]
+        self._m = [np.empty(n, dtype=bool) for _ in range(3)]
+        #: results of the last :meth:`trade` (overwritten by the next call): fill price, fee, traded qty
+        self.price, self.fee, self.traded = np.empty(n), np.empty(n), np.empty(n)
+
+    def clip_target(self, target: Any, out: np.ndarray | None = None) -> np.ndarray:
+        """``target`` clipped to ``[target_low, 1]`` as :func:`trade_to_target` clips it."""
+        return np.minimum(np.maximum(target, self.target_low), 1.0, out=out)
+
+    def trade(self, cash: np.ndarray, qty: np.ndarray, target: np.ndarray, bars: np.ndarray,
+              cash_out: np.ndarray, qty_out: np.ndarray) -> None:
+        """Rebalance: ``bars`` is ``bar_prices(...)[:, rows]`` of each account's fill bar; targets in range.
+
+        Writes the new cash and quantity into ``cash_out`` / ``qty_out`` (they may be ``cash`` / ``qty``
+        themselves) and the fill price, fee and traded quantity into ``self.price/fee/traded``."""
+        c, (equity, tmp, notional), (buy, closing, small) = self._c, self._f, self._m
+        zero, delta, price, paid = c["zero"], self.traded, self.price, self.fee
+        o = bars[_BAR_OPEN]
+        _add(cash, _mul(qty, o, equity), equity)                       # equity at the open
+        _sub(_div(_mul(target, equity, delta), o, delta), qty, delta)  # target * equity / open - qty
+        np.greater(delta, zero, buy)
+        _copyto(price, bars[_BAR_SELL])
+        _copyto(price, bars[_BAR_BUY], where=buy)
+        # a buy spends at most the cash (fee included); min(delta, afford) needs no mask: afford >= 0 >= a sell
+        _div(np.maximum(cash, zero, out=tmp), bars[_BAR_BUY_COST], tmp)
+        np.minimum(delta, tmp, out=delta)
+        np.less(_abs(_add(qty, delta, tmp), tmp), c["close_eps"], closing)
+        if self.lot_step > 0:
+            # round_to_step: sign * floor(|d| / step + 1e-9) * step == trunc(d / step + copysign(1e-9, d)) * step
+            # exactly (IEEE rounding is symmetric in the sign), two operations fewer
+            step = c["step"]
+            _add(_div(delta, step, tmp), np.copysign(c["step_eps"], delta, notional), tmp)
+            _mul(np.trunc(tmp, tmp), step, delta)
+        _copyto(delta, np.negative(qty, tmp), where=closing)
+        if self.min_notional > 0:                                      # too small and not closing: not sent
+            np.less(_mul(_abs(delta, tmp), price, tmp), c["min_notional"], small)
+            _copyto(delta, zero, where=np.greater(small, closing, small))
+        _mul(delta, price, notional)
+        _mul(_abs(notional, paid), c["fee_rate"], paid)
+        _sub(_sub(cash, notional, cash_out), paid, cash_out)
+        _add(qty, delta, qty_out)
 
 
 def borrow_cost(qty: Any, price: Any, rate_per_bar: float, ops: Any = SCALAR) -> Any:

@@ -11,7 +11,9 @@ from l2_tactical.config import L2Config
 from l2_tactical.data.candles import load_candles
 from l2_tactical.execution import (
     SCALAR,
+    BatchTrader,
     Costs,
+    bar_prices,
     check_filters,
     exit_fill,
     market_fill,
@@ -94,6 +96,50 @@ def test_scalar_and_batched_formulas_agree(btc):
         )
         for a, b in zip(single, batched, strict=True):
             assert a == pytest.approx(float(b[i]), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "lot_step,min_notional,allow_short", [(1e-5, 10.0, False), (0.0, 0.0, False), (1e-3, 10.0, True), (0.0, 0.0, True)]
+)
+def test_batch_trader_equals_the_scalar_formulas_bit_for_bit(btc, lot_step, min_notional, allow_short):
+    """BatchTrader (the VecEnv's in-place fast path) is trade_to_target: same numbers, not merely close ones.
+
+    Accounts replay 400 real bars with random targets; every tenth starts near a closing trade
+    (qty + delta ~ 0), some have too little cash, and state feeds back from the previous bar."""
+    o, h, low, _ = _ohlc(btc, 50_000, 400)
+    n, rng = 64, np.random.default_rng(11)
+    trader = BatchTrader(n, COSTS, lot_step=lot_step, min_notional=min_notional, allow_short=allow_short)
+    table = bar_prices(o, h, low, COSTS)
+    cash, qty = rng.uniform(0.0, 20_000.0, n), rng.uniform(0.0, 0.3, n)
+    cash[::10], qty[::7] = 0.0, 0.0
+    kinds = {"buy": 0, "sell": 0, "closing": 0, "held back": 0}
+    for t in range(o.size):
+        target = rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0, 2.0], n) if t % 2 else rng.uniform(-1.2, 1.2, n)
+        rows = table[:, np.full(n, t)]
+        new_cash, new_qty = np.empty(n), np.empty(n)
+        trader.trade(cash, qty, trader.clip_target(target), rows, new_cash, new_qty)
+        for i in range(n):
+            expected = trade_to_target(cash[i], qty[i], target[i], o[t], h[t], low[t], COSTS, lot_step=lot_step,
+                                       min_notional=min_notional, allow_short=allow_short)
+            got = (new_cash[i], new_qty[i], trader.price[i], trader.fee[i], trader.traded[i])
+            assert got == expected, f"bar {t}, account {i}: {got} != {expected}"
+            kinds["buy" if expected[4] > 0 else "sell" if expected[4] < 0 else "held back"] += 1
+            kinds["closing"] += expected[1] == 0.0 and qty[i] != 0.0
+        cash, qty = new_cash, new_qty
+    assert min(kinds.values()) > 50, kinds  # every branch was exercised
+
+
+def test_batch_trader_updates_accounts_in_place_and_refuses_bad_parameters(btc):
+    o, h, low, _ = _ohlc(btc, 12_000, 3)
+    trader = BatchTrader(2, COSTS, lot_step=1e-5, min_notional=10.0)
+    cash, qty = np.array([10_000.0, 10_000.0]), np.array([0.0, 0.0])
+    expected = trade_to_target(10_000.0, 0.0, 1.0, o[1], h[1], low[1], COSTS, lot_step=1e-5, min_notional=10.0)
+    trader.trade(cash, qty, np.array([1.0, 0.0]), bar_prices(o, h, low, COSTS)[:, [1, 1]], cash, qty)
+    assert (cash[0], qty[0]) == expected[:2] and (cash[1], qty[1]) == (10_000.0, 0.0)
+    with pytest.raises(ValueError, match="n=0"):
+        BatchTrader(0, COSTS)
+    with pytest.raises(ValueError, match="lot_step=-1"):
+        BatchTrader(4, COSTS, lot_step=-1.0)
 
 
 def test_zero_volume_flat_bar_fills_at_its_only_price(btc):
