@@ -12,6 +12,8 @@ Mapping of the port's primitives:
 * settle -> ``XACK`` of the handled batch, pipelined with the consumer's next read (one round trip; flushed
   at close); with dead letters, one ``MULTI``: ``XADD`` each to ``{prefix}:dead:{topic}``, then ``XACK``
 
+The client speaks RESP2 through :class:`BufferedRESP2Parser` (replies parsed from whole socket reads).
+
 Connection failures, timeouts and a missing group (Redis restarted without its
 data) surface as TransientError; the shared consumer loop backs off with jitter,
 re-creates the group and re-reads pending entries before new ones.
@@ -26,6 +28,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as rex
+from redis._parsers import _AsyncRESP2Parser
+from redis._parsers.socket import SERVER_CLOSED_CONNECTION_ERROR
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -74,6 +78,81 @@ def _entries(resp: Any) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
+class _Incomplete(Exception):
+    """The buffer ends inside the reply: read more."""
+
+
+class BufferedRESP2Parser(_AsyncRESP2Parser):
+    """redis-py's RESP2 parser, reading whole socket chunks and parsing replies from the buffer.
+
+    The stock parser awaits the stream once per line and per bulk string (a dozen awaits per stream
+    entry of an XREADGROUP reply); this one awaits only when the buffer holds no complete reply.
+    Replies are the same values (bytes, int, None, lists, ResponseError instances; a connection-level
+    error is raised), so redis-py's response callbacks apply unchanged. Bytes read past a reply stay
+    buffered for the next one (pipeline replies arrive together).
+    """
+
+    async def read_response(self, disable_decoding: bool = False) -> Any:
+        stream = self._stream
+        if not self._connected or stream is None:
+            raise rex.ConnectionError(SERVER_CLOSED_CONNECTION_ERROR)
+        if self._chunks:
+            self._buffer += b"".join(self._chunks)
+            self._chunks.clear()
+        decode = not disable_decoding and self.encoder is not None and bool(self.encoder.decode_responses)
+        while True:
+            if self._buffer:
+                try:
+                    value, end = self._value(self._buffer, 0, decode)
+                except _Incomplete:
+                    pass
+                else:
+                    self._buffer = self._buffer[end:]
+                    return value
+            data = await stream.read(self._read_size)
+            if not data:
+                raise rex.ConnectionError(SERVER_CLOSED_CONNECTION_ERROR)
+            self._buffer += data
+
+    def _value(self, buf: bytes, pos: int, decode: bool) -> tuple[Any, int]:
+        """The reply starting at ``pos`` and the position after it; _Incomplete when ``buf`` ends first."""
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            raise _Incomplete
+        kind = buf[pos]
+        if kind == 36:  # $ bulk string
+            n = int(buf[pos + 1:eol])
+            if n < 0:
+                return None, eol + 2
+            start, stop = eol + 2, eol + 2 + n
+            if len(buf) < stop + 2:
+                raise _Incomplete
+            return (self._decode(buf[start:stop]) if decode else buf[start:stop]), stop + 2
+        if kind == 42:  # * array
+            n = int(buf[pos + 1:eol])
+            if n < 0:
+                return None, eol + 2
+            pos, out = eol + 2, []
+            for _ in range(n):
+                item, pos = self._value(buf, pos, decode)
+                out.append(item)
+            return out, pos
+        if kind == 58:  # : integer
+            return int(buf[pos + 1:eol]), eol + 2
+        if kind == 43:  # + simple string
+            return (self._decode(buf[pos + 1:eol]) if decode else buf[pos + 1:eol]), eol + 2
+        if kind == 45:  # - error: returned (a pipeline reply), raised when it concerns the connection
+            error = self.parse_error(buf[pos + 1:eol].decode("utf-8", errors="replace"))
+            if isinstance(error, rex.ConnectionError):
+                self._clear()
+                raise error
+            return error, eol + 2
+        raise rex.InvalidResponse(f"Protocol Error: {buf[pos:eol]!r}")
+
+    def _decode(self, value: bytes) -> Any:
+        return self.encoder.decode(value) if self.encoder is not None else value
+
+
 class _Append:
     """Entries of one publish call waiting for the writer, and the future its caller awaits."""
 
@@ -113,7 +192,7 @@ class RedisStreamsBus(MessageBus):
         block = float(kwargs.get("block_seconds", 0.1))
         client = aioredis.Redis.from_url(
             url, decode_responses=False, socket_connect_timeout=1.0, socket_timeout=block + 5.0,
-            retry=Retry(NoBackoff(), 1), health_check_interval=0)
+            retry=Retry(NoBackoff(), 1), health_check_interval=0, protocol=2, parser_class=BufferedRESP2Parser)
         return cls(client, maxlen=maxlen, **kwargs)
 
     async def ping(self) -> None:
