@@ -17,6 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,6 +64,74 @@ def test_redis_bus_dead_letter_stream_is_named_after_the_topic(redis_url: str, p
     client.close()
     assert fields["reason"] == DropReason.MALFORMED.value
     assert "missing field" in fields["detail"]
+
+
+def _stream_entries(redis_url: str, stream: str) -> list[dict[str, str]]:
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    entries = [fields for _, fields in client.xrange(stream)]
+    client.close()
+    return entries
+
+
+@pytest.mark.parametrize("scripts", [True, False], ids=["batch-script", "pipeline-fallback"])
+def test_redis_bus_concurrent_publishes_land_once_each_in_call_order(redis_url: str, prefix: str,
+                                                                   scripts: bool) -> None:
+    """Concurrent publishes share round trips (one in flight, the rest batched); where Redis refuses
+    scripts the batch goes as a pipeline. Either way every message is appended once, in call order,
+    with the envelope a lone publish writes."""
+    from redis import exceptions as rex
+
+    orders = real_orders(40)
+
+    async def run() -> list[str]:
+        bus = maker(redis_url, prefix)(consumer="pub")
+        script, batches = bus._xadd_batch, []  # type: ignore[attr-defined]
+
+        async def batch(**kw: Any) -> Any:
+            batches.append(len(kw["keys"]))
+            if not scripts:
+                raise rex.ResponseError("ERR unknown command 'EVALSHA'")
+            return await script(**kw)
+
+        bus._xadd_batch = batch  # type: ignore[attr-defined]
+        ids = await asyncio.gather(*(bus.publish(Topic.L2_ORDERS, o) for o in orders))
+        ids += await bus.publish_many(Topic.L2_ORDERS, orders[:3])
+        assert batches == ([1, 1] if scripts else [1])  # the 39 queued publishes as one batch, then the three
+        assert bus._script_ok is scripts  # type: ignore[attr-defined]
+        await bus.close()
+        return ids
+
+    ids = asyncio.run(run())
+    entries = _stream_entries(redis_url, f"{prefix}:l2.orders")
+    assert len(set(ids)) == len(ids) == len(entries) == 43
+    assert [e["payload"] for e in entries] == [o.to_json() for o in [*orders, *orders[:3]]]
+    assert {tuple(sorted(e)) for e in entries} == {("correlation_id", "payload", "published_at", "type")}
+
+
+def test_redis_bus_batched_publish_fails_only_the_entry_redis_refuses(redis_url: str, prefix: str) -> None:
+    """One entry of a batch Redis refuses (its key is not a stream) fails that caller alone."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.set(f"{prefix}:broken", "not a stream")
+    client.close()
+    orders = real_orders(6)
+
+    async def run() -> list[Any]:
+        bus = maker(redis_url, prefix)(consumer="pub")
+        calls = [bus.publish(Topic.L2_ORDERS, o) for o in orders[:3]]
+        calls.append(bus.publish_raw("broken", {"type": "OrderIntent", "payload": "{}"}))
+        calls += [bus.publish(Topic.L2_ORDERS, o) for o in orders[3:]]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        await bus.close()
+        return results
+
+    results = asyncio.run(run())
+    assert isinstance(results[3], redis.exceptions.ResponseError) and "WRONGTYPE" in str(results[3])
+    assert all(isinstance(r, str) for i, r in enumerate(results) if i != 3)
+    assert [e["payload"] for e in _stream_entries(redis_url, f"{prefix}:l2.orders")] == [o.to_json() for o in orders]
 
 
 # ---------------------------------------------------------------- own server
