@@ -82,15 +82,24 @@ TOPIC_MESSAGE: dict[str, type[Message]] = {
 """The one message type each system topic carries; other topic names carry any type."""
 
 
+_VALID_TOPICS: dict[str, str] = {}  # topic (str or Topic) -> its validated name
+
+
 def topic_name(topic: Topic | str) -> str:
     """Validate a topic and return its name.
 
     >>> topic_name(Topic.L2_ORDERS), topic_name("bench.echo")
     ('l2.orders', 'bench.echo')
     """
+    try:
+        return _VALID_TOPICS[topic]
+    except (KeyError, TypeError):
+        pass
     name = topic.value if isinstance(topic, Topic) else topic
     if not isinstance(name, str) or not _TOPIC_RE.match(name):
         raise ValueError(f"topic={topic!r}: must be lowercase letters, digits, '.', '_' or '-'")
+    if len(_VALID_TOPICS) < 10_000:
+        _VALID_TOPICS[topic] = name
     return name
 
 
@@ -160,7 +169,7 @@ class MessageBus(abc.ABC):
             want = expected.__name__ if expected else "a messages.py message"
             raise ValueError(f"publish({name!r}, {type(message).__name__}): topic {name!r} carries {want}")
         self._check_open()
-        entry_id = await self._append(self.stream(name), Envelope.wrap(message, self.clock.now()).to_fields())
+        entry_id = await self._append(self.stream(name), Envelope.fields_of(message, self.clock.now().isoformat()))
         self.stats.published[name] += 1
         return entry_id
 
@@ -179,8 +188,8 @@ class MessageBus(abc.ABC):
                 want = expected.__name__ if expected else "a messages.py message"
                 raise ValueError(f"publish_many({name!r}, {type(message).__name__}): topic {name!r} carries {want}")
         self._check_open()
-        now = self.clock.now()
-        ids = await self._append_many(self.stream(name), [Envelope.wrap(m, now).to_fields() for m in messages])
+        now = self.clock.now().isoformat()
+        ids = await self._append_many(self.stream(name), [Envelope.fields_of(m, now) for m in messages])
         self.stats.published[name] += len(ids)
         return ids
 
@@ -359,8 +368,7 @@ class MessageBus(abc.ABC):
         """Message: handled (ack after the batch). True: dropped (ack). DeadLetter: dead-letter it.
         None: leave pending for a retry."""
         try:
-            envelope = Envelope.from_fields(entry.fields)
-            message = envelope.open()
+            message = Envelope.open_fields(entry.fields)
         except MessageError as exc:
             return self._dead(sub, entry, DropReason.MALFORMED, str(exc))
         if entry.deliveries > self.max_deliveries:
