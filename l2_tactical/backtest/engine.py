@@ -360,6 +360,13 @@ class _Run:
         self.executor = bt.executor_factory(config, self.clock)
         self.tap = _ReportTap(self.executor)
         n = plan.timeline.size
+        # per event: its timeline column; per symbol: the bars as Python lists (no numpy scalar per bar)
+        ev_ts = np.empty(plan.order.shape[0], dtype=np.int64)
+        for k, arrays in enumerate(plan.arrays):
+            mine = plan.order[:, 0] == k
+            ev_ts[mine] = arrays[0][plan.order[mine, 1]]
+        self._columns = np.searchsorted(plan.timeline, ev_ts).tolist()
+        self._bars = tuple(tuple(a.tolist() for a in arrays) for arrays in plan.arrays)
         self.traces = {s: SymbolTrace.empty(s, n, self.specialists) for s in symbols}
         self.equity, self.exposure = np.zeros(n), np.zeros(n)
         self.orders: list[OrderIntent] = []
@@ -379,9 +386,8 @@ class _Run:
         events = plan.order.shape[0]
         with tqdm(total=events, unit="bar", desc=self.bt.label, file=sys.stderr, disable=not self.bt.progress,
                   mininterval=1.0, smoothing=0.05) as bar_progress:
-            for i in range(events):
-                k, row = int(plan.order[i, 0]), int(plan.order[i, 1])
-                self._step(k, row)
+            for i, (k, row) in enumerate(plan.order.tolist()):
+                self._step(k, row, self._columns[i])
                 if i % 256 == 255:
                     bar_progress.update(256)
                     if self.bt.on_progress is not None:
@@ -406,14 +412,16 @@ class _Run:
                 self.notes.append(f"{symbol}: features updated bar by bar ({exc})")
         return time.perf_counter() - started
 
-    def _step(self, k: int, row: int) -> None:
+    def _step(self, k: int, row: int, t: int) -> None:
         symbol = self.symbols[k]
-        bar = _bar(self.plan, symbol, self.tf, k, row)
+        ts, o, h, lo, c, v = self._bars[k]
+        bar = Bar(symbol=symbol, interval=self.tf, open_time=datetime.fromtimestamp(ts[row] // 1_000_000_000,
+                                                                                   tz=timezone.utc),
+                  open=o[row], high=h[row], low=lo[row], close=c[row], volume=v[row])
         now = bar.close_time
         self.clock.set(now)
         self.tap.reports.clear()
         decision = drive_bar(self.loop, self.tap, bar, now)
-        t = int(np.searchsorted(self.plan.timeline, int(self.plan.arrays[k][0][row])))
         trace = self.traces[symbol]
         trace.open[t], trace.high[t], trace.low[t], trace.close[t] = bar.open, bar.high, bar.low, bar.close
         self._remember_orders(decision)
