@@ -112,9 +112,15 @@ def adaptive_weights(base: Sequence[float], scores: Sequence[float], regime: Seq
     >>> adaptive_weights([0.5, 0.5], [0.5, -0.5], [1.0, 1.0], sensitivity=1.0, min_weight=0.05).round(4).tolist()
     [0.7311, 0.2689]
     """
-    raw = [b * math.exp(sensitivity * min(1.0, max(-1.0, s))) * g
-           for b, s, g in zip(_plain(base), _plain(scores), _plain(regime), strict=True)]
-    return np.array(floor_weights_list(raw, min_weight), dtype=np.float64)
+    return np.array(adaptive_weights_list(_plain(base), _plain(scores), _plain(regime), sensitivity=sensitivity,
+                                          min_weight=min_weight), dtype=np.float64)
+
+
+def adaptive_weights_list(base: list[float], scores: list[float], regime: list[float], *, sensitivity: float,
+                          min_weight: float) -> list[float]:
+    """:func:`adaptive_weights` on plain lists (hot path: once per bar)."""
+    raw = [b * math.exp(sensitivity * min(1.0, max(-1.0, s))) * g for b, s, g in zip(base, scores, regime, strict=True)]
+    return floor_weights_list(raw, min_weight)
 
 
 

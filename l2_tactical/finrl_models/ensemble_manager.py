@@ -38,7 +38,7 @@ from l2_tactical.clock import Clock, SystemClock
 from l2_tactical.config import PACKAGE_ROOT, EnsembleConfig, L2Config
 from l2_tactical.ensemble.confidence_calc import composite_confidence, coverage
 from l2_tactical.ensemble.consensus_builder import build_consensus
-from l2_tactical.ensemble.performance import PerformanceTracker, adaptive_weights, regime_multipliers
+from l2_tactical.ensemble.performance import PerformanceTracker, adaptive_weights_list, regime_multipliers
 from l2_tactical.errors import L2Error
 from l2_tactical.finrl_models.fast_policy import (
     UnsupportedPolicy,
@@ -250,6 +250,11 @@ class EnsembleManager:
     def weights(self, tracker: PerformanceTracker | None = None, regime: str | None = None,
                 strength: float = 1.0) -> np.ndarray:
         """Effective weight per configured specialist (sums to 1; see ensemble.performance)."""
+        return np.array(self._weights_list(tracker, regime, strength), dtype=np.float64)
+
+    def _weights_list(self, tracker: PerformanceTracker | None, regime: str | None, strength: float
+                      ) -> list[float]:
+        """:meth:`weights` as a plain list (the per-bar path: no array built and unpacked again)."""
         scores = tracker.scores() if tracker is not None else {}
         s = [scores.get(n, 0.0) for n in self.names]
         key = (regime, strength)
@@ -257,8 +262,8 @@ class EnsembleManager:
         if g is None:
             g = self._regime_cache[key] = regime_multipliers(self.specializations, regime,
                                                              boost=self.config.regime_boost, strength=strength).tolist()
-        return adaptive_weights(self._base_list, s, g, sensitivity=self.config.performance_sensitivity,
-                                min_weight=self.config.min_weight)
+        return adaptive_weights_list(self._base_list, s, g, sensitivity=self.config.performance_sensitivity,
+                                     min_weight=self.config.min_weight)
 
     # ------------------------------------------------------------------ inference
     def ask(self, name: str, obs: np.ndarray | None, key: tuple | None = None) -> SpecialistVote:
@@ -295,7 +300,7 @@ class EnsembleManager:
                 regime: str | None = None, strength: float = 1.0, key: tuple | None = None) -> EnsembleDecision:
         """Ask every configured specialist and vote (see the module docstring)."""
         answers = [self.ask(n, observations.get(n), key) for n in self.names]
-        return self.vote(answers, self.weights(tracker, regime, strength))
+        return self.vote(answers, self._weights_list(tracker, regime, strength))
 
     def vote(self, answers: Sequence[SpecialistVote], weights: np.ndarray | Sequence[float]) -> EnsembleDecision:
         """Combine answers (in ``self.names`` order) with effective ``weights`` (plain Python: a handful of voters)."""
