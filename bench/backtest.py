@@ -3,7 +3,9 @@
     .venv/bin/python bench/backtest.py [--bars 3000] [--models ROOT] [--cpu 0] [--no-finrl]
 
 Measures :class:`l2_tactical.backtest.engine.Backtester` on real BTCUSDT-1h candles from the test
-window start: per bar, incremental features + 3 specialists (numpy policies) + ensemble vote +
+window start: per bar, features (built in one batch per symbol before the loop, that time counted in
+the run, and read row by row: :meth:`SignalGenerator.precompute`; the same rows as the incremental
+updater of ``l2 paper``) + 3 specialists (numpy policies) + ensemble vote +
 technical/pattern sources + composite + sizer + risk controls (TacticalLoop) + L1's paper
 executor (validation, fills through the simulator, stops, SQLite journal). Bars/s is counted per
 CPU-second of this process (the machine is shared; wall-clock is printed beside it), pinned to one
@@ -54,7 +56,8 @@ QUOTED_FINRL = 700
 # (with the default thresholds the composite rarely passes, and those stages would hardly run).
 LOOSE = {"ensemble.confidence_threshold": 0.2, "signals.min_signal_strength": 0.2}
 GROUPS = (  # (label, path fragments), first match wins; tottime is summed per group
-    ("features (incremental indicators)", ("l2_tactical/technical/", "l2_tactical/data/")),
+    ("technical + pattern rules", ("technical/signals", "technical/multi_timeframe")),
+    ("features (batch build, row feed)", ("l2_tactical/technical/", "l2_tactical/data/")),
     ("specialists (numpy policies, observations)", ("finrl_models/fast_policy", "finrl_models/feature_processor")),
     ("ensemble vote, weights, consensus", ("finrl_models/ensemble_manager", "l2_tactical/ensemble/")),
     ("signal generator (sources, composite, filters)", ("l2_tactical/signal_generator",)),

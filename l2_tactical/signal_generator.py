@@ -9,13 +9,14 @@ Per closed bar (the batch and the streaming path run the same :meth:`SignalGener
 1. **Features**: one FeatureSet per base timeframe, the ``full`` preset plus every feature a
    loaded specialist was trained on (:func:`~l2_tactical.finrl_models.feature_processor.plan_features`);
    batch ``build`` for :meth:`generate_signals` / :meth:`decisions`, the incremental updater
-   for :meth:`on_bar` (equal row for row).
+   for :meth:`on_bar` (equal row for row). A backtest calls :meth:`precompute` first: on_bar
+   then reads that batch matrix row by row (a cursor, no indicator update) with the same decisions.
 2. **AI_MODEL**: the :class:`EnsembleManager` votes; a specialist votes once its features have
    been ready for its whole observation window. A specialist whose FeatureSet hash differs from
    the data's (e.g. trained on 1h bars, fed 1m bars) is unavailable on that data, with the reason.
-3. **TECHNICAL** / **PATTERN**: :func:`l2_tactical.technical.signals.technical_signal` (with the
-   multi-timeframe MACD consensus) and :func:`~l2_tactical.technical.signals.pattern_signal`,
-   once every feature is ready.
+3. **TECHNICAL** / **PATTERN**: :func:`l2_tactical.technical.signals.technical_call` (with the
+   multi-timeframe MACD consensus) and :func:`~l2_tactical.technical.signals.pattern_call`,
+   once every feature is ready: numbers; the TacticalSignal is built only if the call is kept.
 4. **COMPOSITE** = weighted vote of the sources with ``signals.ai_model_weight``,
    ``technical_weight``, ``pattern_weight``. A silent source votes 0 with confidence 0; the AI
    source votes 0 when its consensus is below ``ensemble.consensus_threshold``; when no

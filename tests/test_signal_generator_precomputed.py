@@ -105,9 +105,9 @@ def test_precomputed_features_refuse_a_bar_that_is_not_the_next_one_of_the_histo
 def test_backtest_with_precomputed_features_makes_the_same_orders_fills_and_equity() -> None:
     root = shared_ensemble("1h")[0]
     cfg = config_with_models(L2Config.default(), root / "saved_models").with_overrides(
-        {"ensemble.confidence_threshold": 0.2, "signals.min_signal_strength": 0.2})
+        {"ensemble.confidence_threshold": 0.05, "signals.min_signal_strength": 0.1})
     candles = load_candles(BTC_1H)
-    start, end = candles.frame.index[-700], candles.frame.index[-1]
+    start, end = candles.frame.index[-1500], candles.frame.index[-1]
     runs = [Backtester(cfg, precompute_features=p).run([candles], start=start, end=end) for p in (False, True)]
     incremental, precomputed = runs
     assert incremental.orders, "the window must make orders for the comparison to mean something"

@@ -169,7 +169,7 @@ class MatrixFeed:
             raise ValueError(f"MatrixFeed: {values.shape[0]} rows of features for {n} bars")
         self.names, self.base_timeframe = tuple(names), base_timeframe
         self._values, self._ready = values, ready
-        self._all_ready = ready.all(axis=1).tolist()
+        self._all_ready: list[bool] = list(np.all(ready, axis=1).tolist())
         self._ts = ts_ns.tolist()
         self._cols = tuple(c.tolist() for c in cols)
         self._i = -1
