@@ -17,7 +17,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-LINT_PATHS = ["l2_tactical", "l1_operational", "envs", "training", "tests", "bench", "run_l2_tests.py"]
+LINT_PATHS = ["l2_tactical", "l1_operational", "envs", "training", "tests", "bench", "examples", "run_l2_tests.py"]
 
 
 def step(name: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
