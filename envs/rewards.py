@@ -15,6 +15,9 @@ Terms
   already in the log growth).
 * :func:`holding_penalty` -- ``weight`` per bar a position has been held beyond
   ``free_bars`` (mean reversion should not sit in trades).
+* :func:`entry_penalty` -- ``weight`` on the bar a position is opened or flipped (``bars_held == 1``):
+  a trade penalty on top of the costs already in the log growth, so a policy does not churn
+  in and out of positions for moves smaller than its round-trip cost.
 * :func:`differential_sharpe` -- Moody & Saffell's differential Sharpe ratio
   (J. Moody, M. Saffell, "Learning to trade via direct reinforcement", IEEE TNN
   12(4), 2001): the first-order change of an exponential-moving-average Sharpe ratio
@@ -26,6 +29,8 @@ Terms
 0.1
 >>> holding_penalty(30.0, 1e-3, 24.0)
 0.006
+>>> entry_penalty(1.0, 1e-3), entry_penalty(2.0, 1e-3), entry_penalty(0.0, 1e-3)
+(0.001, 0.0, 0.0)
 >>> d, a, b = differential_sharpe(0.01, 0.001, 0.0002, 0.1)
 >>> round(d, 4), round(a, 6), round(b, 6)
 (0.659, 0.0019, 0.00019)
@@ -74,6 +79,11 @@ def holding_penalty(bars_held: Any, weight: float, free_bars: float, ops: Any = 
     return weight * ops.maximum(bars_held - free_bars, 0.0)
 
 
+def entry_penalty(bars_held: Any, weight: float, ops: Any = SCALAR_MATH) -> Any:
+    """``weight`` on the bar a position was opened or flipped (``bars_held == 1``), else 0."""
+    return weight * ops.where(bars_held == 1.0, 1.0, 0.0)
+
+
 def differential_sharpe(ret: Any, mean: Any, second: Any, eta: float,
                         ops: Any = SCALAR_MATH) -> tuple[Any, Any, Any]:
     """Differential Sharpe ratio of ``ret`` given the moving moments ``mean`` (A) and ``second`` (B).
@@ -102,6 +112,7 @@ class RewardSpec:
     drawdown_weight: float = 0.0
     holding_weight: float = 0.0
     holding_free_bars: float = 0.0
+    entry_weight: float = 0.0
     sharpe: bool = False
     sharpe_eta: float = 0.01
     sharpe_clip: float = 10.0
@@ -127,6 +138,8 @@ def step_reward(spec: RewardSpec, prev_equity: Any, equity: Any, prev_drawdown: 
         growth = growth - drawdown_penalty(prev_drawdown, drawdown, spec.drawdown_weight, ops)
     if spec.holding_weight:
         growth = growth - holding_penalty(bars_held, spec.holding_weight, spec.holding_free_bars, ops)
+    if spec.entry_weight:
+        growth = growth - entry_penalty(bars_held, spec.entry_weight, ops)
     return (growth * spec.scale if spec.scale != 1.0 else growth), mean, second
 
 
@@ -137,6 +150,7 @@ __all__ = [
     "RewardSpec",
     "differential_sharpe",
     "drawdown_penalty",
+    "entry_penalty",
     "holding_penalty",
     "log_growth",
     "step_reward",

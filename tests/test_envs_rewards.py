@@ -13,6 +13,7 @@ from envs.rewards import (
     RewardSpec,
     differential_sharpe,
     drawdown_penalty,
+    entry_penalty,
     holding_penalty,
     log_growth,
     step_reward,
@@ -42,6 +43,19 @@ def test_holding_penalty_starts_after_the_free_bars():
     assert holding_penalty(10.0, 0.01, 12.0) == 0.0
     assert holding_penalty(12.0, 0.01, 12.0) == 0.0
     assert holding_penalty(15.0, 0.01, 12.0) == pytest.approx(0.03)
+
+
+def test_entry_penalty_charges_only_the_bar_a_position_is_opened_or_flipped():
+    assert entry_penalty(1.0, 0.002) == pytest.approx(0.002)
+    assert entry_penalty(0.0, 0.002) == 0.0  # flat
+    assert entry_penalty(2.0, 0.002) == 0.0  # still holding
+
+
+def test_step_reward_subtracts_the_entry_penalty_before_scaling():
+    spec = RewardSpec(entry_weight=0.002, scale=100.0)
+    opened, _, _ = step_reward(spec, 100.0, 100.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+    held, _, _ = step_reward(spec, 100.0, 100.0, 0.0, 0.0, 2.0, 0.0, 0.0)
+    assert (opened, held) == (pytest.approx(-0.2), 0.0)
 
 
 def _ema_sharpe(mean: float, second: float) -> float:
@@ -76,6 +90,7 @@ def test_reward_functions_give_the_same_numbers_on_floats_and_arrays():
     for spec in (
         RewardSpec(drawdown_weight=1.0),
         RewardSpec(holding_weight=1e-3, holding_free_bars=5),
+        RewardSpec(entry_weight=2e-3, drawdown_weight=0.1, scale=100.0),
         RewardSpec(sharpe=True, sharpe_eta=0.05, drawdown_weight=0.5),
     ):
         vec = step_reward(spec, prev, eq, dd0, dd1, bars, mean, second, NUMPY_OPS)
