@@ -94,8 +94,10 @@ def account_step(p: EnvParams, cash: Any, qty: Any, bars: Any, entry: Any, peak:
                  ops: Any = SCALAR, rops: Any = SCALAR_MATH) -> tuple[Any, ...]:
     """One bar of accounting: fill at ``o/h/lo`` (the next bar), mark at ``c``, reward. Pure.
 
-    TradingVecEnv runs this on arrays (``ops=np``-like); ``TradingEnv.step`` writes the same
-    lines out on floats for speed, and the VecEnv equality test holds the two together.
+    The reference form, on floats or (``ops=np``-like) arrays. ``TradingEnv.step`` writes the same
+    lines out on floats and ``TradingVecEnv._account`` with in-place ``out=`` ufuncs (fills through
+    :class:`l2_tactical.execution.BatchTrader`), both for speed; the VecEnv equality test holds
+    the two together.
 
     Returns ``(cash, qty, price, fee, traded, bars, entry, peak, equity, drawdown, reward, mean, second)``.
     """
@@ -199,7 +201,7 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
         return self._observation(), {"t": start, "equity": self._equity}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        # account_step() written out on floats (same formulas; TradingVecEnv runs account_step on
+        # account_step() written out on floats (same formulas; TradingVecEnv writes them in place on
         # arrays and tests/test_envs_vec.py proves the two agree): this is the hot path.
         target = self._target(action)
         p, t, qty = self.params, self._t + 1, self._qty

@@ -120,3 +120,31 @@ def test_sb3_ppo_trains_on_the_vec_env(data):
     model = PPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=256)
     assert model.num_timesteps == 256
+
+
+@pytest.mark.parametrize(
+    "specialist,mode,margin", [("mean_reversion", "discrete5", True), ("trend", "discrete3", False)]
+)
+def test_vec_env_in_place_step_equals_the_reference_account_step(data, specialist, mode, margin):
+    """The VecEnv's in-place accounting is trading_env.account_step (the reference form) on arrays."""
+    from envs.specialists import ACTION_MODES
+    from envs.trading_env import NUMPY_OPS, account_step
+
+    md = data[specialist]
+    venv = TradingVecEnv(md, num_envs=16, specialist=specialist, action_mode=mode, margin=margin, seed=9)
+    venv.reset()
+    table = np.asarray(ACTION_MODES[mode])
+    compared = 0
+    for actions in _actions(venv.action_space, 16, 150, 4):
+        before = [np.array(x) for x in (venv._cash, venv._qty, venv._bars, venv._entry, venv._peak, venv._equity,
+                                        venv._state[3], venv._mean, venv._second)]
+        t = venv.t + 1
+        expected = account_step(venv.params, *before, table[actions], md.open[t], md.high[t], md.low[t],
+                                 md.close[t], ops=NUMPY_OPS, rops=NUMPY_OPS)
+        _, rewards, dones, _ = venv.step(actions)
+        live = ~dones
+        compared += int(live.sum())
+        for got, want in ((venv._cash, expected[0]), (venv._qty, expected[1]), (venv._equity, expected[8])):
+            np.testing.assert_array_equal(got[live], want[live])
+        np.testing.assert_array_equal(rewards[live], expected[10][live].astype(np.float32))
+    assert compared > 16 * 140
