@@ -128,6 +128,14 @@ def position_state(qty: float, c: float, equity: float, entry: float, bars: floa
             lo[3] if dd < lo[3] else hi[3] if dd > hi[3] else dd)
 
 
+def padded_features(data: MarketData, window: int) -> np.ndarray:
+    """The feature rows as one flat float32 buffer with ``window - 1`` zero rows in front and 4 zeros behind,
+    so that ``buffer[t * k : t * k + window * k + 4]`` is the observation of bar ``t`` (its feature window,
+    oldest first) followed by 4 spare floats for the position state: one slice, one copy."""
+    k = data.n_features
+    return np.concatenate([np.zeros((window - 1) * k, np.float32), data.features.reshape(-1), np.zeros(4, np.float32)])
+
+
 def action_space_for(mode: str) -> gym.spaces.Space[Any]:
     table = ACTION_MODES[check_action_mode(mode)]
     if table is None:
@@ -183,7 +191,7 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
         self._seg_end = self.data.segment_end().tolist()
         self._o, self._h, self._l, self._c = (a.tolist() for a in (self.data.open, self.data.high,
                                                                      self.data.low, self.data.close))
-        self._flat = self.data.features.reshape(-1)
+        self._padded = padded_features(self.data, self.params.window)
         self._k = self.data.n_features
         self._n_obs = int(self.observation_space.shape[0])
         self._wk = self.params.window * self._k
@@ -277,8 +285,8 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
 
     def _observation(self) -> np.ndarray:
         t, k, wk = self._t, self._k, self._wk
-        obs = np.empty(self._n_obs, dtype=np.float32)
-        obs[:wk] = self._flat[(t + 1) * k - wk:(t + 1) * k]
+        start = t * k
+        obs = self._padded[start:start + self._n_obs].copy()  # the window, then 4 floats overwritten below
         e, u, b, d = position_state(self._qty, self._c[t], self._equity, self._entry, self._bars, self._dd,
                                     self.params.holding_scale_bars)
         obs[wk], obs[wk + 1], obs[wk + 2], obs[wk + 3] = e, u, b, d

@@ -77,9 +77,8 @@ class TradingVecEnv(VecEnv):
         d, p, k = self.data, self.params, self.data.n_features
         self._wk = p.window * k
         # row t of this view: the window of feature rows t-window+1..t, then 4 spare floats that the
-        # position state overwrites (zero padding in front and behind keeps every row inside the buffer)
-        padded = np.concatenate([np.zeros((p.window - 1) * k, np.float32), d.features.reshape(-1),
-                                 np.zeros(4, np.float32)])
+        # position state overwrites (trading_env.padded_features: every row inside the buffer)
+        padded = self.proto._padded
         self._windows = np.lib.stride_tricks.sliding_window_view(padded, self._wk + 4)[::k]
         # the same rows as single opaque items (overlapping, 4 * k bytes apart): numpy gathers each with one
         # memcpy, faster than indexing the strided view element by element; bounds checked by np.ndarray

@@ -182,6 +182,8 @@ def trade_to_target(
     target is clipped to [0, 1] and a buy never spends more cash than there is
     (fee included). Works on floats or, with ``ops=np``, on arrays of accounts.
     """
+    if ops is SCALAR:
+        return _trade_floats(cash, qty, target, open_, high, low, costs, lot_step, min_notional, allow_short)
     lo = -1.0 if allow_short else 0.0
     target = ops.clip(target, lo, 1.0)
     equity = cash + qty * open_
@@ -197,6 +199,35 @@ def trade_to_target(
     delta = ops.where(ops.logical_and(too_small, ops.logical_not(closing)), 0.0, delta)
     paid = fee(delta * price, costs)
     return cash - delta * price - paid, qty + delta, price, paid, delta
+
+
+def _trade_floats(cash: float, qty: float, target: float, open_: float, high: float, low: float, costs: Costs,
+                  lot_step: float, min_notional: float, allow_short: bool) -> tuple[float, float, float, float, float]:
+    """trade_to_target on Python floats, the ``SCALAR`` ops written out inline (the single env's hot path):
+    the same operations in the same order, so the same numbers (tests/test_execution.py)."""
+    lo = -1.0 if allow_short else 0.0
+    target = lo if target < lo else 1.0 if target > 1.0 else target
+    equity = cash + qty * open_
+    delta = target * equity / open_ - qty
+    buy = delta > 0
+    impact = costs.fixed_impact + costs.volatility_slippage * (high - low) / open_
+    price = open_ * (1.0 + (1.0 if buy else -1.0) * impact)
+    price = low if price < low else high if price > high else price
+    if buy:
+        afford = (cash if cash > 0.0 else 0.0) / (price * (1.0 + costs.fee_rate))
+        delta = delta if delta < afford else afford
+    total = qty + delta
+    closing = (-total if total < 0 else total) < 1e-12
+    if closing:
+        delta = -qty
+    elif lot_step > 0:
+        size = -delta if delta < 0 else delta
+        delta = (-1.0 if delta < 0 else 1.0) * float(math.floor(size / lot_step + 1e-9)) * lot_step
+    if not closing and (-delta if delta < 0 else delta) * price < min_notional:
+        delta = 0.0
+    notional = delta * price
+    paid = abs(notional) * costs.fee_rate
+    return cash - notional - paid, qty + delta, price, paid, delta
 
 
 # ------------------------------------------------- the same rebalancing on preallocated arrays

@@ -103,6 +103,8 @@ def test_scalar_and_batched_formulas_agree(btc):
 )
 def test_batch_trader_equals_the_scalar_formulas_bit_for_bit(btc, lot_step, min_notional, allow_short):
     """BatchTrader (the VecEnv's in-place fast path) is trade_to_target: same numbers, not merely close ones.
+    So are trade_to_target's own three forms: inline floats (ops=SCALAR), the generic formula on floats
+    (any other scalar ops object) and on arrays (ops=np).
 
     Accounts replay 400 real bars with random targets; every tenth starts near a closing trade
     (qty + delta ~ 0), some have too little cash, and state feeds back from the previous bar."""
@@ -118,11 +120,15 @@ def test_batch_trader_equals_the_scalar_formulas_bit_for_bit(btc, lot_step, min_
         rows = table[:, np.full(n, t)]
         new_cash, new_qty = np.empty(n), np.empty(n)
         trader.trade(cash, qty, trader.clip_target(target), rows, new_cash, new_qty)
+        kw = {"lot_step": lot_step, "min_notional": min_notional, "allow_short": allow_short}
+        arrays = trade_to_target(cash, qty, target, np.full(n, o[t]), np.full(n, h[t]), np.full(n, low[t]), COSTS,
+                                 ops=np, **kw)
         for i in range(n):
-            expected = trade_to_target(cash[i], qty[i], target[i], o[t], h[t], low[t], COSTS, lot_step=lot_step,
-                                       min_notional=min_notional, allow_short=allow_short)
+            expected = trade_to_target(cash[i], qty[i], target[i], o[t], h[t], low[t], COSTS, **kw)
+            generic = trade_to_target(cash[i], qty[i], target[i], o[t], h[t], low[t], COSTS, ops=type(SCALAR)(), **kw)
             got = (new_cash[i], new_qty[i], trader.price[i], trader.fee[i], trader.traded[i])
             assert got == expected, f"bar {t}, account {i}: {got} != {expected}"
+            assert generic == expected and tuple(a[i] for a in arrays) == expected, f"bar {t}, account {i}"
             kinds["buy" if expected[4] > 0 else "sell" if expected[4] < 0 else "held back"] += 1
             kinds["closing"] += expected[1] == 0.0 and qty[i] != 0.0
         cash, qty = new_cash, new_qty
