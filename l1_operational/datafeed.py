@@ -19,36 +19,18 @@ import heapq
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from l2_tactical.data.bar import Bar
+from l2_tactical.data.candles import TIMEFRAMES
 from l2_tactical.errors import DataError
 
-INTERVALS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200, "4h": 14400,
-             "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400}
+INTERVALS = TIMEFRAMES  # bar length in seconds per interval name (one table, in l2_tactical.data)
 SOCKET_POLL_SECONDS = 0.25
 _NAME = re.compile(r"(?P<symbol>[A-Z0-9]+)[-_](?P<interval>\d+[mhd])")
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Bar:
-    """One closed OHLCV bar; ``open_time`` is the bar's open (UTC)."""
-
-    symbol: str
-    interval: str
-    open_time: datetime
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-
-    @property
-    def close_time(self) -> datetime:
-        """The instant the bar closes (= the next bar's open time)."""
-        return self.open_time + timedelta(seconds=INTERVALS[self.interval])
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

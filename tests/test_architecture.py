@@ -44,6 +44,7 @@ L1_MAY_IMPORT = {
     "l2_tactical.clock",
     "l2_tactical.bus",
     "l2_tactical.data.candles",
+    "l2_tactical.data.bar",
 }
 
 

@@ -34,7 +34,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,7 +44,7 @@ from l2_tactical.backtest.metrics import TradeFill
 from l2_tactical.backtest.results import BacktestResult, SymbolTrace, run_metrics
 from l2_tactical.clock import Clock, SimulatedClock
 from l2_tactical.config import L2Config
-from l2_tactical.data.resample import TIMEFRAME_SECONDS
+from l2_tactical.data.bar import Bar
 from l2_tactical.errors import ConfigError, DataError
 from l2_tactical.messages import (
     ExecutionReport,
@@ -73,24 +73,6 @@ __all__ = [
 
 L1_GROUP = "l2_tactical.l1"  # the entry points ``l2 paper`` resolves L1 through (pyproject.toml)
 L1_DEFAULTS = {"journal": "l1_operational.journal:Journal", "paper_executor": "l1_operational.executor:PaperExecutor"}
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Bar:
-    """One closed bar (the shape :class:`TacticalLoop` and L1's executor read)."""
-
-    symbol: str
-    interval: str
-    open_time: datetime
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-
-    @property
-    def close_time(self) -> datetime:
-        return self.open_time + timedelta(seconds=TIMEFRAME_SECONDS[self.interval])
 
 
 class PaperAccount(Protocol):

@@ -28,20 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from l2_tactical.data.candle_checks import TIMEFRAMES
+
 NS_PER_SECOND = 1_000_000_000
-TIMEFRAME_SECONDS: dict[str, int] = {
-    "1m": 60,
-    "3m": 180,
-    "5m": 300,
-    "15m": 900,
-    "30m": 1_800,
-    "1h": 3_600,
-    "2h": 7_200,
-    "4h": 14_400,
-    "6h": 21_600,
-    "12h": 43_200,
-    "1d": 86_400,
-}
+TIMEFRAME_SECONDS: dict[str, int] = TIMEFRAMES  # one table of timeframe lengths (candle_checks)
 
 
 def timeframe_ns(timeframe: str) -> int:
