@@ -42,20 +42,22 @@ REGIME_FAVOURS: dict[str, str] = {
 
 
 def performance_score(returns: Sequence[float] | np.ndarray) -> float:
-    """``tanh(t / 2)`` of the rolling returns (0 with fewer than 2 or constant returns).
+    """``tanh(t / 2)`` of the rolling returns (0 with fewer than 2 returns or a std <= 1e-15).
+
+    Sums are exact (``math.fsum``), so the score of a window does not depend on what left it.
 
     >>> performance_score([0.01, 0.02, 0.015]) > 0.9, performance_score([0.0, 0.0])
     (True, 0.0)
     """
-    r = np.asarray(returns, dtype=np.float64)
-    n = r.size
+    r = returns.reshape(-1).tolist() if isinstance(returns, np.ndarray) else [float(v) for v in returns]
+    n = len(r)
     if n < 2:
         return 0.0
-    std = float(r.std(ddof=1))
+    mean = math.fsum(r) / n
+    std = math.sqrt(math.fsum((v - mean) * (v - mean) for v in r) / (n - 1))
     if not std > 1e-15:
         return 0.0
-    t = float(r.mean()) / std * math.sqrt(n)
-    return math.tanh(t / 2.0)
+    return math.tanh(mean / std * math.sqrt(n) / 2.0)
 
 
 def floor_weights(weights: Sequence[float] | np.ndarray, min_weight: float) -> np.ndarray:
@@ -125,34 +127,22 @@ def adaptive_weights_list(base: list[float], scores: list[float], regime: list[f
 
 
 class _Rolling:
-    """Last ``window`` returns with running sums, so a score costs O(1) per bar."""
+    """Last ``window`` returns and their score, recomputed once per new return."""
 
-    __slots__ = ("_score", "s1", "s2", "values")
+    __slots__ = ("_score", "values")
 
     def __init__(self, window: int) -> None:
         self.values: deque[float] = deque(maxlen=window)
-        self.s1 = self.s2 = 0.0
         self._score: float | None = 0.0
 
     def append(self, r: float) -> None:
-        if len(self.values) == self.values.maxlen:
-            old = self.values[0]
-            self.s1 -= old
-            self.s2 -= old * old
         self.values.append(r)
-        self.s1 += r
-        self.s2 += r * r
         self._score = None
 
     def score(self) -> float:
-        """:func:`performance_score` of the window, from the running sums (exact 0 for a constant window)."""
+        """:func:`performance_score` of the window (cached until the next return)."""
         if self._score is None:
-            n = len(self.values)
-            var = (self.s2 - self.s1 * self.s1 / n) / (n - 1) if n >= 2 else 0.0
-            if n < 2 or var <= max(1e-30, 1e-12 * self.s2 / n) or max(self.values) == min(self.values):
-                self._score = 0.0
-            else:
-                self._score = math.tanh(self.s1 / n / math.sqrt(var) * math.sqrt(n) / 2.0)
+            self._score = performance_score(list(self.values))
         return self._score
 
 
