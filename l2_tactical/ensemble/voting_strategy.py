@@ -86,7 +86,8 @@ def weighted_vote(exposures: ArrayLike, weights: ArrayLike) -> float:
     """Weight-averaged exposure; 0 when there are no votes or all weights are 0."""
     e, w, _ = _lists(exposures, weights)
     total = math.fsum(w)
-    return math.fsum(wi * ei for wi, ei in zip(w, e, strict=True)) / total if total > 0 else 0.0
+    # normalise first: with denormal weights, products lose the precision the shares keep
+    return math.fsum(wi / total * ei for wi, ei in zip(w, e, strict=True)) if total > 0 else 0.0
 
 
 def confidence_weighted_vote(exposures: ArrayLike, confidences: ArrayLike, weights: ArrayLike) -> float:
@@ -94,7 +95,7 @@ def confidence_weighted_vote(exposures: ArrayLike, confidences: ArrayLike, weigh
     e, w, c = _lists(exposures, weights, confidences)
     wc = [wi * ci for wi, ci in zip(w, c, strict=True)]
     total = math.fsum(wc)
-    return math.fsum(x * ei for x, ei in zip(wc, e, strict=True)) / total if total > 0 else 0.0
+    return math.fsum(x / total * ei for x, ei in zip(wc, e, strict=True)) if total > 0 else 0.0
 
 
 def majority_vote(exposures: ArrayLike, weights: ArrayLike, band: float = NEUTRAL_BAND) -> float:
