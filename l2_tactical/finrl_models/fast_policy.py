@@ -174,13 +174,7 @@ class FastPolicy:
         if obs.shape != (self.obs_size,):
             raise ValueError(f"observation has shape {obs.shape}; the {self.algorithm} policy "
                              f"expects ({self.obs_size},)")
-        x = obs if obs.dtype == np.float32 else obs.astype(np.float32)
-        for layer in self.latent:
-            y = np.dot(x, layer.weight)
-            y += layer.bias
-            x = layer.act(y)
-        out = np.dot(x, self.head.weight)
-        out += self.head.bias
+        x, out = self._forward_one(obs)
         if self.kind == "discrete":
             i = int(out.argmax())
             out -= out[i]
@@ -200,10 +194,8 @@ class FastPolicy:
         return float(action[0]), sum(conf) / len(conf)
 
 
-    def probs_one(self, obs: np.ndarray) -> np.ndarray:
-        """Softmax action probabilities ``[n]`` of a discrete policy for one observation."""
-        if self.kind != "discrete":
-            raise ValueError(f"probs_one: a {self.kind} policy has no action probabilities")
+    def _forward_one(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The MLP on one observation: ``(last latent layer, head output)``."""
         x = obs if obs.dtype == np.float32 else obs.astype(np.float32)
         for layer in self.latent:
             y = np.dot(x, layer.weight)
@@ -211,6 +203,13 @@ class FastPolicy:
             x = layer.act(y)
         out = np.dot(x, self.head.weight)
         out += self.head.bias
+        return x, out
+
+    def probs_one(self, obs: np.ndarray) -> np.ndarray:
+        """Softmax action probabilities ``[n]`` of a discrete policy for one observation."""
+        if self.kind != "discrete":
+            raise ValueError(f"probs_one: a {self.kind} policy has no action probabilities")
+        _, out = self._forward_one(obs)
         out -= out.max()
         np.exp(out, out=out)
         return out / out.sum()
