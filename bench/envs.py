@@ -105,7 +105,9 @@ def _gte_runner(d: dict[str, np.ndarray], names: list[str], steps: int) -> Any:
     import pandas as pd
     from gym_trading_env.environments import TradingEnv
 
-    index = pd.to_datetime(d["timestamps"], utc=True)
+    # naive UTC times: gym-trading-env reads ``index.values``, which pandas 3.1 deprecates (with a warning it
+    # raises) for a tz-aware index
+    index = pd.to_datetime(d["timestamps"], utc=True).tz_localize(None)
     df = pd.DataFrame({c: d[c] for c in ("open", "high", "low", "close", "volume")}, index=index)
     for j, name in enumerate(names):
         df[f"feature_{name}"] = d["features"][:, j]

@@ -158,6 +158,22 @@ def test_retraining_per_fold_reports_mean_and_std_across_seeds(tmp_path, loose):
     assert pd.Timestamp(card["validation"]["end"]) < pd.Timestamp("2025-07-13T00:00:00Z")
 
 
+@pytest.mark.slow
+def test_retraining_without_from_starts_at_the_configured_test_window(tmp_path, loose):
+    """Without ``--from`` the retrained walk-forward starts where the shipped split's test window does
+    (``walk_forward.validation_end`` + purge), so the first fold has years of history to train on."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**yaml.safe_load(loose.read_text()), "walk_forward": {"purge_bars": 24}}))
+    split = L2Config.from_file(cfg).walk_forward
+    first = pd.Timestamp(split.validation_end, tz="UTC") + pd.Timedelta(hours=24)
+    out = tmp_path / "ev.json"
+    assert l2(["--config", str(cfg), "evaluate", "--data", str(BTC_1H), "--to", str(first + pd.Timedelta(days=3)),
+               "--folds", "1", "--seeds", "1", "--timesteps", "64", "--json", str(out), "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    assert report["mode"] == "retrained"
+    assert pd.Timestamp(report["folds"][0]["start"]) == first
+
+
 def test_family_rows_give_mean_and_std():
     from training.evaluate_command import _stats
 

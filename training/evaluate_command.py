@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     candles = load_files(args.data)
     tf = candles[0].timeframe
-    start = args.start or (test_window_start(config, tf) if args.models is not None else None)
+    # both modes start at the shipped split's test window by default: with --models it is the models' unseen
+    # period; when retraining, it leaves the years before it to train the first fold on
+    start = args.start or test_window_start(config, tf)
     folds = ev.make_folds(candles, start, args.end, args.folds)
     notes = (
         sample_overlap(args.models, [c.symbol for c in candles], folds[0].start, folds[-1].end)
