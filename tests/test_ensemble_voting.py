@@ -200,3 +200,48 @@ def test_tracker_running_score_equals_the_score_of_its_window(returns: list[floa
     for r in returns:
         tracker.record({"a": 1.0}, r)
     assert tracker.scores()["a"] == pytest.approx(performance_score(list(tracker.returns("a"))), abs=1e-6)
+
+
+@given(st.lists(st.tuples(st.sampled_from([0.0, 0.0, 1.0, 0.5]), st.floats(-0.05, 0.05)), max_size=60),
+       st.integers(2, 10))
+def test_tracker_score_is_exactly_the_score_of_its_window(bars: list[tuple[float, float]], window: int) -> None:
+    # windows of zeros (a flat specialist) take a shortcut; every window must score what its returns score
+    tracker = PerformanceTracker(["a"], window=window)
+    for exposure, r in bars:
+        tracker.record({"a": exposure}, r)
+        assert tracker.scores()["a"] == performance_score(list(tracker.returns("a")))
+
+
+_UNIT = st.floats(0.0, 1.0)
+
+
+@given(st.lists(st.tuples(st.floats(-1.0, 1.0), _UNIT, st.floats(0.0, 5.0)), min_size=1, max_size=5),
+       st.sampled_from(["weighted", "confidence_weighted", "majority"]))
+def test_consensus_of_plain_lists_equals_the_general_path(votes: list[tuple[float, float, float]],
+                                                          strategy: str) -> None:
+    # plain float lists take an inlined path; numpy arrays take the general one: bit for bit equal
+    e, c, w = (list(x) for x in zip(*votes, strict=True))
+    fast = build_consensus(e, c, w, strategy)
+    general = build_consensus(np.array(e), np.array(c), np.array(w), strategy)
+    assert repr(fast) == repr(general)  # repr: 0.0 and -0.0 differ too
+    assert repr(composite_confidence(c, fast.agreement, w, coverage=0.5)) == repr(composite_confidence(
+        np.array(c), np.array(fast.agreement), np.array(w), coverage=0.5))
+
+
+@pytest.mark.parametrize("strategy", ["weighted", "confidence_weighted"])
+@pytest.mark.parametrize(("e", "c", "w", "match"), [
+    ([1.5, 0.0], [0.5, 0.5], [1.0, 1.0], r"exposures=\[1.5, 0.0\] must be in \[-1, 1\]"),
+    ([0.5, float("nan")], [0.5, 0.5], [1.0, 1.0], "exposures=.* must be finite"),
+    ([0.5, 0.0], [0.5, 0.5], [1.0, -1.0], r"weights=\[1.0, -1.0\] must be >= 0"),
+    ([0.5, 0.0], [0.5, 0.5], [1.0, float("inf")], "weights=.* must be finite"),
+    ([0.5], [0.5], [1.0, 1.0], r"exposures \(1\), weights \(2\)"),
+])
+def test_consensus_rejects_bad_votes_naming_them(e: list[float], c: list[float], w: list[float], match: str,
+                                                 strategy: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build_consensus(e, c, w, strategy)
+
+
+def test_confidence_weighted_consensus_rejects_a_confidence_outside_unit() -> None:
+    with pytest.raises(ValueError, match=r"confidences=\[1.5, 0.5\] must be in \[0, 1\]"):
+        build_consensus([0.5, 0.0], [1.5, 0.5], [1.0, 1.0], "confidence_weighted")

@@ -83,7 +83,7 @@ def coverage(answered_weights: ArrayLike, configured_weights: ArrayLike) -> floa
 def composite_confidence(confidences: ArrayLike, agreements: ArrayLike, weights: ArrayLike,
                          *, coverage: float) -> float:
     """Ensemble confidence in [0, 1] (formula in the module docstring)."""
-    c, a, w = (_plain(x) for x in (confidences, agreements, weights))
+    c, a, w = _plain(confidences), _plain(agreements), _plain(weights)
     if not len(c) == len(a) == len(w):
         raise ValueError(f"composite_confidence: lengths {len(c)}, {len(a)}, {len(w)} differ")
     if not 0.0 <= coverage <= 1.0:
@@ -91,11 +91,13 @@ def composite_confidence(confidences: ArrayLike, agreements: ArrayLike, weights:
     total = math.fsum(w)
     if total <= 0:
         return 0.0
-    value = coverage * math.fsum(wi * ci * ai for wi, ci, ai in zip(w, c, a, strict=True)) / total
+    value = coverage * math.fsum([wi * ci * ai for wi, ci, ai in zip(w, c, a, strict=True)]) / total
     return min(1.0, max(0.0, value))
 
 
-def _plain(values: ArrayLike) -> list[float]:
+def _plain(values: ArrayLike | tuple[float, ...]) -> Sequence[float]:
+    if (type(values) is list or type(values) is tuple) and all(type(v) is float for v in values):
+        return values  # already plain (the per-bar path)
     return [float(v) for v in (values.reshape(-1).tolist() if isinstance(values, np.ndarray) else values)]
 
 

@@ -66,11 +66,45 @@ class Consensus:
 
 def build_consensus(exposures: ArrayLike, confidences: ArrayLike, weights: ArrayLike, strategy: str) -> Consensus:
     """Vote with ``strategy`` and measure the agreement with the result."""
+    if strategy in _FAST and _plain_votes(exposures, confidences, weights, strategy):
+        return _fast_consensus(exposures, confidences, weights, strategy)  # type: ignore[arg-type]
     exposure = min(1.0, max(-1.0, combine_votes(strategy, exposures, confidences, weights)))
     agree = agreement_list(exposures, exposure)
     w = [float(x) for x in (weights.reshape(-1).tolist() if isinstance(weights, np.ndarray) else weights)]
     total = math.fsum(w)
     consensus = math.fsum(wi * a for wi, a in zip(w, agree, strict=True)) / total if total > 0 else 0.0
+    return Consensus(exposure=exposure, consensus=consensus, agreement=tuple(agree), strategy=strategy)
+
+
+_FAST = ("weighted", "confidence_weighted")
+
+
+def _plain_votes(exposures: ArrayLike, confidences: ArrayLike, weights: ArrayLike, strategy: str) -> bool:
+    """True for lists of plain floats that :func:`combine_votes` accepts as they are (exposures in [-1, 1],
+    finite weights >= 0, equal lengths; confidences in [0, 1] when they are used). Anything else takes
+    the general path, which converts or raises its errors."""
+    if not (type(exposures) is list and type(weights) is list and len(exposures) == len(weights)
+            and all(type(e) is float and -1.0 <= e <= 1.0 for e in exposures)
+            and all(type(w) is float and 0.0 <= w < math.inf for w in weights)):
+        return False
+    return strategy == "weighted" or (type(confidences) is list and len(confidences) == len(weights)
+                                      and all(type(c) is float and 0.0 <= c <= 1.0 for c in confidences))
+
+
+def _fast_consensus(e: list[float], c: list[float], w: list[float], strategy: str) -> Consensus:
+    """:func:`build_consensus` on checked plain lists: the operations of
+    :func:`~l2_tactical.ensemble.voting_strategy.weighted_vote` /
+    :func:`~l2_tactical.ensemble.voting_strategy.confidence_weighted_vote` and :func:`agreement_list`, inlined."""
+    shares = w if strategy == "weighted" else [wi * ci for wi, ci in zip(w, c, strict=True)]
+    share_total = math.fsum(shares)
+    # normalise first (denormal weights), then the exact sum
+    voted = math.fsum([x / share_total * ei for x, ei in zip(shares, e, strict=True)]) if share_total > 0 else 0.0
+    exposure = min(1.0, max(-1.0, voted))
+    band = NEUTRAL_BAND
+    r = 0 if abs(exposure) < band else (1 if exposure > 0 else -1)
+    agree = [_agree(0 if abs(x) < band else (1 if x > 0 else -1), r) for x in e]
+    total = share_total if strategy == "weighted" else math.fsum(w)
+    consensus = math.fsum([wi * a for wi, a in zip(w, agree, strict=True)]) / total if total > 0 else 0.0
     return Consensus(exposure=exposure, consensus=consensus, agreement=tuple(agree), strategy=strategy)
 
 

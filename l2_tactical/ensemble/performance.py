@@ -127,22 +127,33 @@ def adaptive_weights_list(base: list[float], scores: list[float], regime: list[f
 
 
 class _Rolling:
-    """Last ``window`` returns and their score, recomputed once per new return."""
+    """Last ``window`` returns and their score, recomputed once per new return.
 
-    __slots__ = ("_score", "values")
+    A window of zeros (a specialist that stayed flat) scores 0 without a pass over it: the count
+    of non-zero returns in the window is kept exactly as returns enter and leave.
+    """
+
+    __slots__ = ("_nonzero", "_score", "values")
 
     def __init__(self, window: int) -> None:
         self.values: deque[float] = deque(maxlen=window)
         self._score: float | None = 0.0
+        self._nonzero = 0
 
     def append(self, r: float) -> None:
-        self.values.append(r)
+        values = self.values
+        if len(values) == values.maxlen and values[0] != 0.0:
+            self._nonzero -= 1
+        values.append(r)
+        if r != 0.0:
+            self._nonzero += 1
         self._score = None
 
     def score(self) -> float:
         """:func:`performance_score` of the window (cached until the next return)."""
         if self._score is None:
-            self._score = performance_score(list(self.values))
+            # all zeros: mean 0, std 0 -> performance_score gives 0.0 (NaN counts as non-zero)
+            self._score = performance_score(list(self.values)) if self._nonzero else 0.0
         return self._score
 
 

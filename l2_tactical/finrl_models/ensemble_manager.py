@@ -51,6 +51,7 @@ from l2_tactical.finrl_models.feature_processor import HOLDING_SCALE_BARS, infer
 
 Policy = Callable[[np.ndarray], tuple[float, float]]
 CACHE_SIZE = 4096
+_ANSWERED = ("ok", "cached")  # the statuses of a specialist that voted
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +161,7 @@ class SpecialistVote:
 
     @property
     def answered(self) -> bool:
-        return self.status in ("ok", "cached")
+        return self.status in _ANSWERED
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,14 +308,20 @@ class EnsembleManager:
         ws = weights.tolist() if isinstance(weights, np.ndarray) else [float(x) for x in weights]
         votes = tuple(SpecialistVote(a.name, a.status, a.exposure, a.confidence, w, a.detail)
                       for a, w in zip(answers, ws, strict=True))
-        degraded = tuple(f"{a.name}: {a.status} ({a.detail})" for a in answers if not a.answered)
-        ok = [i for i, a in enumerate(answers) if a.answered]
-        if not ok:
-            return EnsembleDecision(0.0, 0.0, 0.0, 0.0, self.config.voting, votes, degraded)
-        e = [answers[i].exposure for i in ok]
-        c = [answers[i].confidence for i in ok]
-        w = [ws[i] for i in ok]
+        e: list[float] = []
+        c: list[float] = []
+        w: list[float] = []
+        degraded: list[str] = []
+        for a, wa in zip(answers, ws, strict=True):
+            if a.status in _ANSWERED:
+                e.append(a.exposure)
+                c.append(a.confidence)
+                w.append(wa)
+            else:
+                degraded.append(f"{a.name}: {a.status} ({a.detail})")
+        if not e:
+            return EnsembleDecision(0.0, 0.0, 0.0, 0.0, self.config.voting, votes, tuple(degraded))
         cons = build_consensus(e, c, w, self.config.voting)
         cover = coverage(w, ws)
         conf = composite_confidence(c, cons.agreement, w, coverage=cover)
-        return EnsembleDecision(cons.exposure, conf, cons.consensus, cover, self.config.voting, votes, degraded)
+        return EnsembleDecision(cons.exposure, conf, cons.consensus, cover, self.config.voting, votes, tuple(degraded))
