@@ -70,6 +70,10 @@ class Bars:
     high: np.ndarray
     low: np.ndarray
     close: np.ndarray
+    # measures already taken on these bars (:func:`measure`): the pipeline and the position monitor
+    # read the same bars on one decision; the arrays must not change after construction
+    memo: dict[tuple[str, int], Any] = dataclasses.field(default_factory=dict, init=False, repr=False,
+                                                         compare=False)
 
     def __post_init__(self) -> None:
         bars_per_year(self.timeframe)  # validates the timeframe
@@ -121,18 +125,32 @@ class _Measures:
 
 
 def measure(bars: Bars | None, atr_period: int) -> _Measures:
-    """ATR (now and one bar earlier), last bar range and realised volatility of ``bars``."""
+    """ATR (now and one bar earlier), last bar range and realised volatility of ``bars``
+    (taken once per Bars object: see :attr:`Bars.memo`)."""
     if bars is None or len(bars.close) < 2:
         return _Measures()
-    a = atr_series(bars.high, bars.low, bars.close, atr_period) if len(bars.close) > atr_period else None
-    sigma = bar_volatility(bars.close)
-    return _Measures(
-        atr=float(a[-1]) if a is not None else math.nan,
-        prev_atr=float(a[-2]) if a is not None else math.nan,
-        bar_range=float(bars.high[-1] - bars.low[-1]),
-        sigma=sigma,
-        annual_vol=sigma * math.sqrt(bars_per_year(bars.timeframe)),
-    )
+    m: _Measures | None = bars.memo.get(("measure", atr_period))
+    if m is None:
+        atr, prev_atr = measure_atr(bars, atr_period)
+        sigma = bar_volatility(bars.close)
+        m = bars.memo[("measure", atr_period)] = _Measures(
+            atr=atr, prev_atr=prev_atr, bar_range=float(bars.high[-1] - bars.low[-1]), sigma=sigma,
+            annual_vol=sigma * math.sqrt(bars_per_year(bars.timeframe)))
+    return m
+
+
+def measure_atr(bars: Bars, atr_period: int) -> tuple[float, float]:
+    """``(ATR now, ATR one bar earlier)`` of ``bars`` (nan with fewer than 2 or ``atr_period`` bars),
+    taken once per Bars object."""
+    got: tuple[float, float] | None = bars.memo.get(("atr", atr_period))
+    if got is None:
+        if len(bars.close) >= 2 and len(bars.close) > atr_period:
+            a = atr_series(bars.high, bars.low, bars.close, atr_period)
+            got = (float(a[-1]), float(a[-2]))
+        else:
+            got = (math.nan, math.nan)
+        bars.memo[("atr", atr_period)] = got
+    return got
 
 
 def aligned_correlation(a: Bars, b: Bars, window: int) -> float:

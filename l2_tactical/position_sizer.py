@@ -49,6 +49,7 @@ from l2_tactical.messages import PositionSize, ReasonCode, TacticalSignal
 
 _TF_MINUTES = {"m": 1, "h": 60, "d": 1440, "w": 10080}
 MINUTES_PER_YEAR = 365.0 * 24 * 60  # crypto trades around the clock
+_add_reduce = np.add.reduce
 
 
 # --------------------------------------------------------------- market statistics
@@ -69,9 +70,16 @@ def bars_per_year(timeframe: str) -> float:
 def bar_volatility(close: np.ndarray) -> float:
     """Sample standard deviation of one-bar log returns of ``close`` (nan with < 3 closes)."""
     c = np.asarray(close, dtype=np.float64)
-    if c.shape[0] < 3 or not np.all(c > 0):
+    if c.shape[0] < 3 or not (c > 0).all():
         return math.nan
-    return float(np.std(np.diff(np.log(c)), ddof=1))
+    # np.std(np.diff(np.log(c)), ddof=1) written out: the same ufunc calls in the same order (pairwise
+    # sums of the same arrays), without np.std's generic bookkeeping; a test checks it bit for bit
+    lc = np.log(c)
+    r = lc[1:] - lc[:-1]
+    n = r.shape[0]
+    x = r - _add_reduce(r) / n
+    np.multiply(x, x, out=x)
+    return float(np.sqrt(_add_reduce(x) / (n - 1)))
 
 
 def realised_volatility(close: np.ndarray, timeframe: str) -> float:

@@ -64,7 +64,7 @@ from l2_tactical.messages import (
     TacticalSignal,
     order_id_for,
 )
-from l2_tactical.order_pipeline import Bars, MarketState, OrderDecision, build_order, measure
+from l2_tactical.order_pipeline import Bars, MarketState, OrderDecision, build_order, measure_atr
 from l2_tactical.position_monitor import monitor_position, track_excursions
 from l2_tactical.risk_controls import RiskState, risk_metrics
 from l2_tactical.risk_gate import GateState, StrategicBudget, gate_alert, liveness_gate
@@ -102,8 +102,10 @@ class _History:
         self.capacity, self.n = capacity, 0
         self.ts = np.zeros(2 * capacity, dtype=np.int64)
         self.ohlc = np.zeros((4, 2 * capacity), dtype=np.float64)
+        self._bars: Bars | None = None  # views of the current bars, until the next push
 
     def push(self, ts_ns: int, o: float, h: float, lo: float, c: float) -> None:
+        self._bars = None
         if self.n == self.ts.shape[0]:
             keep = self.capacity - 1
             self.ts[:keep] = self.ts[self.n - keep:self.n]
@@ -114,9 +116,14 @@ class _History:
         self.n += 1
 
     def bars(self, timeframe: str) -> Bars:
-        i = max(0, self.n - self.capacity)
-        o, h, lo, c = self.ohlc[:, i:self.n]
-        return Bars(timeframe=timeframe, timestamps=self.ts[i:self.n], open=o, high=h, low=lo, close=c)
+        """The last ``capacity`` bars (one Bars object per push, so measures taken on it are shared)."""
+        got = self._bars
+        if got is None or got.timeframe != timeframe:
+            i = max(0, self.n - self.capacity)
+            o, h, lo, c = self.ohlc[:, i:self.n]
+            got = self._bars = Bars(timeframe=timeframe, timestamps=self.ts[i:self.n], open=o, high=h, low=lo,
+                                    close=c)
+        return got
 
 
 class _At:
@@ -273,8 +280,8 @@ class TacticalLoop:
         if pos is not None:
             pb = PriceBar(open=float(bar.open), high=float(bar.high), low=float(bar.low), close=float(bar.close))
             if self.config.risk.trailing_stop:
-                m = measure(self.history[symbol].bars(self.timeframe), self.config.technical.atr_period)
-                moved, hit = monitor_position(pos, pb, self.config.risk, atr=m.atr if math.isfinite(m.atr) else None)
+                atr = measure_atr(self.history[symbol].bars(self.timeframe), self.config.technical.atr_period)[0]
+                moved, hit = monitor_position(pos, pb, self.config.risk, atr=atr if math.isfinite(atr) else None)
                 if hit is not None and hit[1] is ReasonCode.STOP_LOSS_HIT:
                     self._trail_hit.add(symbol)
             else:

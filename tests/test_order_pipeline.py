@@ -260,3 +260,17 @@ def test_build_order_takes_its_time_from_the_clock_only():
     s = sig(CALM)
     d = build_order(s, new_risk_state(10000.0, later.now()), market(CALM), CFG, later)
     assert d.order is not None and d.order.timestamp == datetime(2023, 9, 20, 10, 7, tzinfo=timezone.utc)
+
+
+def test_measures_are_taken_once_per_bars_object_and_equal_a_fresh_measure() -> None:
+    from l2_tactical.order_pipeline import measure, measure_atr
+
+    bars = market(CALM, symbols=("BTCUSDT",)).bars["BTCUSDT"]
+    first = measure(bars, 14)
+    assert measure(bars, 14) is first and measure_atr(bars, 14) == (first.atr, first.prev_atr)
+    fresh = Bars.from_frame(candles("BTCUSDT").loc[:CALM].iloc[-800:], "1h")
+    assert measure(fresh, 14) == first  # the memo never changes a value
+    df = candles("BTCUSDT").loc[:CALM].iloc[-800:]
+    expected = talib.ATR(df["high"].to_numpy(), df["low"].to_numpy(), df["close"].to_numpy(), timeperiod=14)
+    assert (first.atr, first.prev_atr) == (float(expected[-1]), float(expected[-2]))
+    assert math.isnan(measure_atr(Bars.from_frame(df.iloc[-10:], "1h"), 14)[0])  # too short for the ATR

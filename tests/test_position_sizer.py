@@ -15,6 +15,7 @@ from l2_tactical.config import L2Config
 from l2_tactical.messages import SignalDirection, SignalSource, TacticalSignal
 from l2_tactical.position_sizer import (
     SizingInputs,
+    bar_volatility,
     bars_per_year,
     combine_sizes,
     correlation_factor,
@@ -245,3 +246,16 @@ def test_size_position_weighted_method_is_at_least_the_min_method():
     assert w.notional >= m.notional > 0
     comps = [v for v in m.details["components"].values() if v is not None]
     assert m.notional <= min(comps) + 1e-6
+
+
+@pytest.mark.parametrize("symbol", ["BTCUSDT", "ETHUSDT", "SOLUSDT"])
+def test_bar_volatility_equals_numpy_std_of_log_returns_bit_for_bit(symbol: str) -> None:
+    # bar_volatility writes np.std out by hand (the per-bar path): every window length that the
+    # pairwise sums treat differently, across the real file, must give the very same float
+    close = candles(symbol)["close"].to_numpy(dtype=np.float64)
+    for n in (3, 8, 9, 16, 17, 129, 130, 721):
+        for start in range(0, close.size - n, (close.size - n) // 97):
+            window = close[start:start + n]
+            expected = float(np.std(np.diff(np.log(window)), ddof=1))
+            assert bar_volatility(window).hex() == expected.hex()
+    assert math.isnan(bar_volatility(close[:2])) and math.isnan(bar_volatility(np.array([1.0, -1.0, 2.0])))
