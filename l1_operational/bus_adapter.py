@@ -7,6 +7,12 @@
 * each bar of the feed -> :meth:`PaperExecutor.on_bar` (fills and stop/take-profit exits)
   -> reports on ``l1.reports``, one metrics CSV row per cycle.
 * ``heartbeats``: a Heartbeat from ``sender`` every ``heartbeat_seconds``.
+* ``l1.account``: an AccountSnapshot of the executor's portfolio (the book of record) at start,
+  after the journal rebuild and the outbox re-send, then after each heartbeat. It says how
+  current it is (``reports`` produced so far, the ids of the last :data:`RECENT_REPORTS`), so L2
+  can rebuild its account on (re)start and compare later snapshots without racing the reports
+  stream. A snapshot is only taken between batches (journal committed, every report of the state
+  in the outbox or published); otherwise that heartbeat's snapshot is skipped.
 * Reports are journaled before they are published (an outbox): reports that could not be
   published (bus down, process killed) are re-sent on the next cycle / at start. A handler
   never fails because the bus is down, so the bus never re-delivers an order L1 journaled.
@@ -21,20 +27,69 @@ The bus package is imported here only (not by the executor core).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from l1_operational.datafeed import Bar
 from l1_operational.executor import PaperExecutor
 from l2_tactical.errors import TransientError
-from l2_tactical.messages import ExecutionReport, Heartbeat, Message, OrderIntent
+from l2_tactical.messages import AccountSnapshot, ExecutionReport, Heartbeat, Message, OrderIntent
 
 if TYPE_CHECKING:
+    from l1_operational.journal import Journal
     from l1_operational.metrics_log import MetricsLog
 
 log = logging.getLogger(__name__)
+
+RECENT_REPORTS = 64
+"""How many of the last report ids an AccountSnapshot carries (L2 skips those it receives after adopting it)."""
+
+
+class ReportTrail:
+    """How many reports L1 has produced (journal-wide, over restarts) and the ids of the last ones.
+
+    >>> t = ReportTrail(["rep-1", "rep-2"], keep=2)
+    >>> t.add("rep-3"); t.count, t.recent()
+    (3, ('rep-2', 'rep-3'))
+    """
+
+    def __init__(self, report_ids: Iterable[str] = (), *, keep: int = RECENT_REPORTS) -> None:
+        self._recent: collections.deque[str] = collections.deque(maxlen=keep)
+        self.count = 0
+        for report_id in report_ids:
+            self.add(report_id)
+
+    @classmethod
+    def from_journal(cls, journal: Journal) -> ReportTrail:
+        """Every report the journal holds, in journal order (a read of the whole table: start-up only)."""
+        return cls(r.report_id for r in journal.reports())
+
+    def add(self, report_id: str) -> None:
+        self._recent.append(report_id)
+        self.count += 1
+
+    def recent(self) -> tuple[str, ...]:
+        return tuple(self._recent)
+
+
+class _Outbox(list[ExecutionReport]):
+    """Reports waiting for the bus. Each one appended was just produced: it is counted on the trail
+    (what the journal hands back at start or after a reload was counted when the trail was read)."""
+
+    def __init__(self, trail: ReportTrail, reports: Iterable[ExecutionReport] = ()) -> None:
+        super().__init__(reports)
+        self.trail = trail
+
+    def append(self, report: ExecutionReport) -> None:
+        super().append(report)
+        self.trail.add(report.report_id)
+
+    def extend(self, reports: Iterable[ExecutionReport]) -> None:
+        for report in reports:
+            self.append(report)
 
 
 class L1BusAdapter:
@@ -42,23 +97,43 @@ class L1BusAdapter:
                  metrics: MetricsLog | None = None, advance_clock: bool = False) -> None:
         self.bus, self.executor, self.sender = bus, executor, sender
         self.heartbeat_seconds, self.metrics, self.advance_clock = heartbeat_seconds, metrics, advance_clock
-        self._outbox: list[ExecutionReport] = []
+        self.trail = ReportTrail()
+        self._queue = _Outbox(self.trail)
         self._tasks: list[asyncio.Task[None]] = []
         self._subscription: Any = None
         self._flush_lock = asyncio.Lock()
         self.published = 0
         self.bars = 0
+        self.beats = 0
+        self.snapshots = 0
+
+    @property
+    def _outbox(self) -> list[ExecutionReport]:
+        """Reports journaled and not yet on the bus, in order (appending one counts it on the trail)."""
+        return self._queue
+
+    @_outbox.setter
+    def _outbox(self, reports: Iterable[ExecutionReport]) -> None:  # from the journal: already on the trail
+        self._queue = _Outbox(self.trail, reports)
 
     async def start(self) -> None:
-        """Re-send reports left unpublished by a previous run, then consume orders and send heartbeats."""
+        """Re-send reports left unpublished by a previous run, publish the account, then consume orders
+        and send heartbeats (each followed by a snapshot of the account)."""
         from l2_tactical.bus import Topic
 
         self.executor.journal.deferred = True
-        self._outbox = self.executor.journal.reports(unpublished_only=True)
+        self._reload_reports()
         await self.flush()
+        await self.publish_snapshot()
         self._subscription = await self.bus.subscribe(Topic.L2_ORDERS, self._on_order, dedup=False,
                                                       drop_expired=False, after_batch=self.flush)
         self._tasks.append(asyncio.create_task(self._heartbeats(), name="l1-heartbeats"))
+
+    def _reload_reports(self) -> None:
+        """The trail and the outbox from the journal (start-up, and after a failed commit)."""
+        journal = self.executor.journal
+        self.trail = ReportTrail.from_journal(journal)
+        self._outbox = journal.reports(unpublished_only=True)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -134,18 +209,55 @@ class L1BusAdapter:
         except Exception:
             journal.rollback()
             self.executor.reload()
-            self._outbox = journal.reports(unpublished_only=True)
+            self._reload_reports()
             raise
 
-    async def _heartbeats(self) -> None:
+    # ------------------------------------------------------------ liveness and the account
+    async def beat(self) -> bool:
+        """Publish one Heartbeat; False when the bus did not take it (logged)."""
         from l2_tactical.bus import Topic
 
-        sequence = 0
+        self.beats += 1
+        try:
+            beat = Heartbeat(sender=self.sender, timestamp=self.executor.clock.now(), sequence=self.beats)
+            await self.bus.publish(Topic.HEARTBEATS, beat)
+        except TransientError as exc:
+            log.warning("l1: heartbeat %d not sent: %s", self.beats, exc)
+            return False
+        return True
+
+    async def account_snapshot(self) -> AccountSnapshot | None:
+        """The executor's portfolio as an AccountSnapshot, or ``None`` while a batch is in progress.
+
+        Taken once any flush in progress is done and only when the journal holds no uncommitted
+        writes: then every fill in the portfolio is committed and its report is on the trail.
+        """
+        async with self._flush_lock:
+            if self.executor.journal.in_transaction:
+                return None
+            self.snapshots += 1
+            return self.executor.portfolio.account_snapshot(
+                sender=self.sender, timestamp=self.executor.clock.now(), reports=self.trail.count,
+                recent_report_ids=self.trail.recent(), sequence=self.snapshots)
+
+    async def publish_snapshot(self) -> bool:
+        """Publish :meth:`account_snapshot` on ``l1.account``; False when skipped or the bus did not take it
+        (the next heartbeat's snapshot follows; the account is never queued: a newer one supersedes it)."""
+        from l2_tactical.bus import Topic
+
+        snapshot = await self.account_snapshot()
+        if snapshot is None:
+            log.info("l1: account snapshot skipped (a batch is being committed)")
+            return False
+        try:
+            await self.bus.publish(Topic.L1_ACCOUNT, snapshot)
+        except TransientError as exc:
+            log.warning("l1: account snapshot %d not sent: %s", snapshot.sequence, exc)
+            return False
+        return True
+
+    async def _heartbeats(self) -> None:
         while True:
-            sequence += 1
-            try:
-                beat = Heartbeat(sender=self.sender, timestamp=self.executor.clock.now(), sequence=sequence)
-                await self.bus.publish(Topic.HEARTBEATS, beat)
-            except TransientError as exc:
-                log.warning("l1: heartbeat %d not sent: %s", sequence, exc)
+            if await self.beat() and self.beats > 1:  # the start-up snapshot went out with start()
+                await self.publish_snapshot()
             await asyncio.sleep(self.heartbeat_seconds)

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
+
+from l2_tactical.messages import AccountPosition, AccountSnapshot
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 DUST = 1e-12  # a base balance below this is treated as zero (float residue of buy/sell round trips)
@@ -186,3 +188,22 @@ class Portfolio:
             "fees_paid": self.fees_paid,
             "fill_count": self.fill_count,
         }
+
+    def account_snapshot(self, *, sender: str, timestamp: datetime, reports: int, recent_report_ids: Sequence[str],
+                         sequence: int = 0) -> AccountSnapshot:
+        """The book as the message L2 rebuilds its account from: quote cash, each open position with its
+        protective levels, the bar it was bought on and its last mark. ``reports`` / ``recent_report_ids``:
+        how many ExecutionReports (and the ids of the last) this state reflects; the caller knows them.
+
+        >>> p = Portfolio({"USDT": 1000.0}, quote_asset="USDT")
+        >>> snap = p.account_snapshot(sender="l1", timestamp=_EPOCH, reports=0, recent_report_ids=())
+        >>> snap.cash, snap.positions, snap.last_report_id
+        (1000.0, (), '')
+        """
+        positions = tuple(
+            AccountPosition(symbol=s, qty=p.qty, avg_price=p.avg_price, stop_loss=p.stop_loss,
+                            take_profit=p.take_profit, opened_at=p.since, mark=self.marks.get(s))
+            for s, p in sorted(self._positions.items()))
+        return AccountSnapshot(sender=sender, timestamp=timestamp, quote_asset=self.quote_asset,
+                               cash=self.balance(self.quote_asset), positions=positions, reports=reports,
+                               recent_report_ids=tuple(recent_report_ids), sequence=sequence)

@@ -1,14 +1,18 @@
 """L2BusAdapter: the TacticalLoop on the message bus.
 
 * ``l3.decisions`` -> :meth:`TacticalLoop.on_decision`; ``l1.reports`` -> :meth:`TacticalLoop.on_report`
-  (position state, fills, rejections); ``heartbeats`` from L1 -> its liveness.
+  (position state, fills, rejections) through the :class:`~l2_tactical.tactical_account.AccountSync`;
+  ``heartbeats`` from L1 -> its liveness; ``l1.account`` (L1's AccountSnapshot) -> the
+  AccountSync: the first one is adopted (start-up and restart alike: L2 rebuilds its account
+  from L1's book), later ones are compared with the mirror (a mismatch raises a RiskAlert on
+  ``l2.alerts`` and L1's book is adopted; see :mod:`l2_tactical.tactical_account`).
 * each closed bar (:meth:`on_bar`, or :meth:`run_feed` over a feed of bars): the liveness gate
-  is set first — the bus must answer a ping and hold no unsent messages, and L1's last
-  heartbeat must be at most ``bus.heartbeat_timeout_seconds`` old, else only reduce-only
-  orders leave L2 (reason ``BUS_UNAVAILABLE`` / ``STALE_HEARTBEAT``, a RiskAlert on each
-  change) — then the loop decides and its OrderIntents go to ``l2.orders``, its RiskAlerts
-  to ``l2.alerts``. Correlation ids are the loop's (the signal id, prefixed by the L3
-  decision id when one rules).
+  is set first — the bus must answer a ping and hold no unsent messages, L1's last heartbeat
+  must be at most ``bus.heartbeat_timeout_seconds`` old and an account snapshot from L1 must
+  have been adopted, else only reduce-only orders leave L2 (reason ``BUS_UNAVAILABLE`` /
+  ``STALE_HEARTBEAT`` / ``ACCOUNT_NOT_SYNCED``, a RiskAlert on each change) — then the loop
+  decides and its OrderIntents go to ``l2.orders``, its RiskAlerts to ``l2.alerts``.
+  Correlation ids are the loop's (the signal id, prefixed by the L3 decision id when one rules).
 * a Heartbeat from ``sender`` every ``bus.heartbeat_seconds``.
 * publishing: one attempt inline; on TransientError the message waits in an outbox (order
   kept) that a background task retries with exponential backoff and jitter
@@ -34,7 +38,9 @@ from typing import Any
 
 from l2_tactical.bus import Backoff, DropReason, MessageBus, Topic
 from l2_tactical.errors import TransientError
-from l2_tactical.messages import ExecutionReport, Heartbeat, Message, RiskAlert, StrategicDecision
+from l2_tactical.messages import AccountSnapshot, ExecutionReport, Heartbeat, Message, RiskAlert, StrategicDecision
+from l2_tactical.risk_gate import account_gate
+from l2_tactical.tactical_account import AccountSync
 from l2_tactical.tactical_loop import BarDecision, TacticalLoop
 
 log = logging.getLogger(__name__)
@@ -48,6 +54,7 @@ class AdapterStats:
     reports_received: int = 0
     decisions_received: int = 0
     l1_heartbeats: int = 0
+    snapshots_received: int = 0
     heartbeats_sent: int = 0
     publish_failures: int = 0
     outbox_retries: int = 0
@@ -66,19 +73,23 @@ class L2BusAdapter:
         self.backoff = backoff or Backoff(cfg.retry_base_seconds, cfg.retry_max_seconds)
         self.outbox: collections.deque[tuple[Topic, Message]] = collections.deque()
         self.stats = AdapterStats()
+        self.sync = AccountSync(loop.account, loop.on_report)
         self._l1_seen: float | None = None
         self._l1_beat = asyncio.Event()
+        self._account = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._subs: list[Any] = []
 
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
-        """Subscribe to L3 decisions, L1 reports and heartbeats; start heartbeats and the outbox flusher."""
+        """Subscribe to L3 decisions, L1 reports, heartbeats and L1's account; start heartbeats and the
+        outbox flusher."""
         bus = self.bus
         self._subs = [await bus.subscribe(Topic.L3_DECISIONS, self._on_decision),
                       await bus.subscribe(Topic.L1_REPORTS, self._on_report, on_drop=self._on_report_dropped),
-                      await bus.subscribe(Topic.HEARTBEATS, self._on_heartbeat)]
+                      await bus.subscribe(Topic.HEARTBEATS, self._on_heartbeat),
+                      await bus.subscribe(Topic.L1_ACCOUNT, self._on_snapshot)]
         self._tasks = [asyncio.create_task(self._heartbeats(), name="l2-heartbeats"),
                        asyncio.create_task(self._flusher(), name="l2-outbox")]
 
@@ -103,10 +114,14 @@ class L2BusAdapter:
         return None if self._l1_seen is None else self.liveness() - self._l1_seen
 
     async def wait_for_l1(self, timeout_s: float) -> bool:
-        """Wait until a heartbeat from L1 arrived (True) or ``timeout_s`` passed (False)."""
+        """Wait until L1 is heard (a heartbeat) and its account adopted (True), or ``timeout_s`` passed (False)."""
+        async def both() -> None:
+            await self._l1_beat.wait()
+            await self._account.wait()
+
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._l1_beat.wait(), timeout_s)
-        return self._l1_beat.is_set()
+            await asyncio.wait_for(both(), timeout_s)
+        return self._l1_beat.is_set() and self._account.is_set()
 
     async def bus_reachable(self) -> bool:
         """The bus answers a ping within ``probe_timeout_s`` and nothing waits in the outbox."""
@@ -127,7 +142,8 @@ class L2BusAdapter:
             clock.set(bar.close_time)  # type: ignore[attr-defined]
         now = now or clock.now()
         previous = self.loop.gate
-        self.loop.risk_gate(await self.bus_reachable(), self.l1_heartbeat_age())
+        liveness = self.loop.risk_gate(await self.bus_reachable(), self.l1_heartbeat_age())
+        self.loop.gate = account_gate(liveness, self.sync.synced)
         changed = self.loop.gate_alert(previous, now)
         decision = self.loop.on_bar(bar.symbol, bar, now)
         self.stats.bars += 1
@@ -214,7 +230,17 @@ class L2BusAdapter:
     async def _on_report(self, message: Message) -> None:
         if isinstance(message, ExecutionReport):
             self.stats.reports_received += 1
-            self.loop.on_report(message)
+            self.sync.on_report(message)
+
+    async def _on_snapshot(self, message: Message) -> None:
+        if not isinstance(message, AccountSnapshot) or message.sender != self.l1_sender:
+            return
+        self.stats.snapshots_received += 1
+        for alert in self.sync.on_snapshot(message, self.loop.clock.now()):
+            log.warning("l2: %s", alert_text(alert))
+            await self.send(Topic.L2_ALERTS, alert)
+        if self.sync.synced:
+            self._account.set()
 
     async def _on_report_dropped(self, message: Message, reason: DropReason) -> None:
         self.stats.reports_received += 1  # a duplicate the loop has already applied

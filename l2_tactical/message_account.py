@@ -83,7 +83,7 @@ class AccountSnapshot(Message):
     def __post_init__(self) -> None:
         check_text(self, "sender", "quote_asset")
         check_time(self, "timestamp")
-        check_finite(self, "cash", nonneg=True)
+        check_finite(self, "cash")  # spot cash is >= 0 up to float residue: no silent clamp here
         check_count(self, "reports", "sequence")
         self._check_positions()
         self._check_report_ids()

@@ -1,8 +1,10 @@
-"""What may leave L2: the liveness gate (bus and L1 heartbeat) and L3's budget.
+"""What may leave L2: the liveness gate (bus and L1 heartbeat, L1's account adopted) and L3's budget.
 
 * Liveness: when the bus does not answer or L1's last heartbeat is older than
   ``bus.heartbeat_timeout_seconds`` (or none was seen yet), only reduce-only orders pass
   (:func:`liveness_gate` -> :class:`GateState` with BUS_UNAVAILABLE / STALE_HEARTBEAT);
+  on the bus, also until L2 has adopted an account snapshot from L1 (:func:`account_gate`,
+  ACCOUNT_NOT_SYNCED: sizing against an empty mirror could double a position L1 holds);
   :func:`gate_alert` announces each change.
 * L3: the :class:`StrategicBudget` holds the latest StrategicDecision (older ones are ignored,
   an expired one no longer applies). Symbols outside its universe get no entries, and gross
@@ -38,6 +40,18 @@ def liveness_gate(bus_ok: bool, l1_heartbeat_age_s: float | None, timeout_s: flo
     if l1_heartbeat_age_s is None or not l1_heartbeat_age_s <= timeout_s:
         return GateState(ok=False, reason=ReasonCode.STALE_HEARTBEAT)
     return GateState(ok=True)
+
+
+def account_gate(liveness: GateState, synced: bool) -> GateState:
+    """The liveness gate, closed too (ACCOUNT_NOT_SYNCED) while L2's account is not yet L1's; a bus or
+    heartbeat reason comes first.
+
+    >>> account_gate(GateState(ok=True), False).reason.value, account_gate(GateState(ok=True), True).ok
+    ('account_not_synced', True)
+    """
+    if liveness.ok and not synced:
+        return GateState(ok=False, reason=ReasonCode.ACCOUNT_NOT_SYNCED)
+    return liveness
 
 
 def gate_alert(previous: GateState, current: GateState, now: datetime) -> RiskAlert | None:

@@ -6,18 +6,55 @@ answered are ``working``; for sizing they count as filled (:meth:`TacticalAccoun
 so a signal repeated on the next bar does not double the position, and a rejection releases
 them. A closed trade is credited to the signal source that opened it (``origin``) in the
 shared :class:`~l2_tactical.loop_stats.LoopStats`.
+
+Recovery on (re)start (:class:`AccountSync`, used by the bus adapter; the backtest never needs it):
+L1's book is the book of record, and L2 rebuilds its mirror from L1's
+:class:`~l2_tactical.messages.AccountSnapshot` — start-up and restart run the same path.
+
+* Until a snapshot is adopted, L2 takes no new risk (the adapter's gate: ``ACCOUNT_NOT_SYNCED``)
+  and the reports that arrive are held back, not applied to an empty mirror.
+* The first snapshot (no order in flight) is adopted: cash, and each position with L1's stop
+  as the stop L1 guards (``stop_sent``), so the loop marks, trails and sizes against it. The
+  reports held back are then applied, except those the snapshot already reflects (its
+  ``recent_report_ids``); so are the reports that arrive later.
+* Later snapshots are compared with the mirror only when they are at the same point of L1's
+  report stream (their ``last_report_id`` is the last report the mirror applied) and no order
+  is in flight: reports and snapshots travel on different streams, and a snapshot ahead of or
+  behind the mirror would disagree without anything being wrong.
+* A disagreement beyond rounding (cash, or a symbol's quantity) raises a RiskAlert
+  (``ACCOUNT_MISMATCH``, naming the symbol and both quantities) and L1's book is adopted: L1
+  holds the journal and the exchange's answers, L2 only a copy. A position whose quantity and
+  entry agree keeps L2's own tracking (trailed stop, excursions, bars held).
+
+What a restart cannot recover is said here: the equity peak, the day's start equity and trade
+count restart at the adopted account, bars held at 0, the source that opened a position is
+``unknown``, and the entry equity is taken as today's equity less the position's unrealised PnL.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import logging
 import math
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from l2_tactical.finrl_models.feature_processor import PositionState
 from l2_tactical.loop_stats import LoopStats
-from l2_tactical.messages import ExecutionReport, ExecutionStatus, OrderIntent, RiskAlert, Side
+from l2_tactical.messages import (
+    AccountPosition,
+    AccountSnapshot,
+    AlertSeverity,
+    ExecutionReport,
+    ExecutionStatus,
+    OrderIntent,
+    ReasonCode,
+    RiskAlert,
+    Side,
+    stable_id,
+)
 from l2_tactical.position_monitor import Position
 from l2_tactical.risk_controls import (
     RiskState,
@@ -28,7 +65,11 @@ from l2_tactical.risk_controls import (
     replace_position,
 )
 
+log = logging.getLogger(__name__)
+
 _SEEN_REPORTS = 100_000   # report ids remembered for deduplication
+_REL = 1e-9               # L1 and L2 do the same arithmetic in another order: they agree to rounding
+_CASH_ABS, _QTY_ABS = 1e-6, 1e-12
 
 
 class TacticalAccount:
@@ -145,3 +186,135 @@ class TacticalAccount:
         return PositionState(exposure=pos.qty * pos.last_price / equity,
                              unrealised_pnl=equity / entry_equity - 1.0 if entry_equity > 0 else 0.0,
                              bars_in_position=float(self.bars_held.get(symbol, 0)), drawdown=self.state.drawdown)
+
+    # ------------------------------------------------------------ L1's book
+    def differences(self, snapshot: AccountSnapshot) -> list[tuple[str, float, float]]:
+        """Where the mirror and L1's snapshot disagree beyond rounding: ``("", L2's cash, L1's cash)``
+        first, then ``(symbol, L2's qty, L1's qty)`` per symbol (0 where one side holds nothing)."""
+        out: list[tuple[str, float, float]] = []
+        if not math.isclose(self.cash, snapshot.cash, rel_tol=_REL, abs_tol=_CASH_ABS):
+            out.append(("", self.cash, snapshot.cash))
+        mine = {s: p.qty for s, p in self.state.positions.items()}
+        theirs = {p.symbol: p.qty for p in snapshot.positions}
+        for symbol in sorted(mine.keys() | theirs.keys()):
+            a, b = mine.get(symbol, 0.0), theirs.get(symbol, 0.0)
+            if not math.isclose(a, b, rel_tol=_REL, abs_tol=_QTY_ABS):
+                out.append((symbol, a, b))
+        return out
+
+    def adopt(self, snapshot: AccountSnapshot, now: datetime, *, first: bool) -> None:
+        """Make the mirror L1's book (see the module docstring). ``first``: L2 knew nothing before, so
+        the risk state (equity peak, day) restarts at the adopted equity; a mirror that already agrees
+        is left as it is."""
+        kept = {p.symbol: self.state.positions[p.symbol] for p in snapshot.positions if self._agrees(p)}
+        if not self.differences(snapshot) and len(kept) == len(self.state.positions):
+            return
+        for symbol in set(self.state.positions) - set(kept):
+            for table in (self.stop_sent, self.entry_equity, self.bars_held, self.origin):
+                table.pop(symbol, None)
+        positions = {p.symbol: kept.get(p.symbol) or self._position_of(p, snapshot.timestamp)
+                     for p in snapshot.positions}
+        self.cash = snapshot.cash
+        equity = self.cash + sum(p.qty * p.last_price for p in positions.values())
+        for symbol, pos in positions.items():
+            if symbol not in kept:
+                self.stop_sent[symbol] = pos.stop_loss
+                self.entry_equity[symbol] = equity - pos.unrealised_pnl()
+                self.bars_held[symbol] = 0
+        if first:
+            self.state = dataclasses.replace(new_risk_state(equity, now), positions=positions)
+        else:
+            self.state = dataclasses.replace(self.state, positions=positions, equity=equity,
+                                             peak_equity=max(self.state.peak_equity, equity))
+
+    def _agrees(self, held: AccountPosition) -> bool:
+        pos = self.state.positions.get(held.symbol)
+        return pos is not None and math.isclose(pos.qty, held.qty, rel_tol=_REL, abs_tol=_QTY_ABS) \
+            and math.isclose(pos.entry_price, held.avg_price, rel_tol=_REL)
+
+    def _position_of(self, held: AccountPosition, when: datetime) -> Position:
+        """L1's position as L2 tracks one; no stop at L1: L2's default stop, as for a fill it did not order."""
+        stop = held.stop_loss
+        if stop is None:
+            stop = held.avg_price * (1.0 - math.copysign(self.default_stop_pct, held.qty))
+        return Position(symbol=held.symbol, qty=held.qty, entry_price=held.avg_price, stop_loss=stop,
+                        initial_stop=stop, opened_at=held.opened_at or when, take_profit=held.take_profit,
+                        last_price=held.mark or held.avg_price)
+
+
+class AccountSync:
+    """Keeps a :class:`TacticalAccount` in line with L1's AccountSnapshots (see the module docstring).
+
+    ``apply`` applies one report to the mirror (``TacticalLoop.on_report``: it also tells the signal
+    generator about fills); ``early_limit`` bounds the reports held back before the first snapshot
+    (beyond it the oldest go, and the next comparable snapshot repairs the mirror).
+    """
+
+    def __init__(self, account: TacticalAccount, apply: Callable[[ExecutionReport], bool], *,
+                 early_limit: int = 10_000) -> None:
+        self.account, self.apply = account, apply
+        self.adopted: AccountSnapshot | None = None   # the snapshot the mirror was last rebuilt from
+        self.position = ""                            # the last L1 report the mirror reflects ("": none)
+        self.compared = self.mismatches = 0
+        self._reflected: frozenset[str] = frozenset()
+        self._early: collections.deque[ExecutionReport] = collections.deque(maxlen=early_limit)
+
+    @property
+    def synced(self) -> bool:
+        """True once a snapshot from L1 was adopted (new risk may leave L2)."""
+        return self.adopted is not None
+
+    def on_report(self, report: ExecutionReport) -> bool:
+        """One L1 report: held back before the first snapshot, skipped when the adopted snapshot
+        already reflects it, else applied. True when it changed the mirror's position in the stream."""
+        if self.adopted is None:
+            if len(self._early) == self._early.maxlen:
+                log.warning("l2: %d reports held back and still no account snapshot from L1: dropping the oldest",
+                            len(self._early))
+            self._early.append(report)
+            return False
+        if report.report_id in self._reflected or not self.apply(report):
+            return False
+        self.position = report.report_id
+        return True
+
+    def on_snapshot(self, snapshot: AccountSnapshot, now: datetime) -> tuple[RiskAlert, ...]:
+        """Adopt the first snapshot, compare the later ones (see the module docstring); the alerts raised."""
+        if self.account.working:
+            return ()  # an order in flight: its report moves the mirror first
+        if self.adopted is None:
+            self._adopt(snapshot, now, first=True)
+            early, self._early = list(self._early), collections.deque(maxlen=self._early.maxlen)
+            for report in early:
+                self.on_report(report)
+            log.info("l2: account adopted from L1 snapshot %d: cash %.2f, positions %s, after report %r",
+                     snapshot.sequence, snapshot.cash, {p.symbol: p.qty for p in snapshot.positions},
+                     snapshot.last_report_id)
+            return ()
+        if snapshot.last_report_id != self.position:
+            return ()  # ahead of or behind the mirror in L1's report stream: not comparable
+        self.compared += 1
+        diffs = self.account.differences(snapshot)
+        if not diffs:
+            return ()
+        self.mismatches += 1
+        alerts = tuple(mismatch_alert(symbol, mine, theirs, snapshot, now) for symbol, mine, theirs in diffs)
+        self._adopt(snapshot, now, first=False)
+        return alerts
+
+    def _adopt(self, snapshot: AccountSnapshot, now: datetime, *, first: bool) -> None:
+        self.account.adopt(snapshot, now, first=first)
+        self.adopted, self.position = snapshot, snapshot.last_report_id
+        self._reflected = frozenset(snapshot.recent_report_ids)
+
+
+def mismatch_alert(symbol: str, mine: float, theirs: float, snapshot: AccountSnapshot, now: datetime) -> RiskAlert:
+    """The RiskAlert for one disagreement (``symbol`` "" = cash): ``value`` is L2's number, ``limit`` L1's."""
+    what = f"{symbol} quantity" if symbol else f"cash ({snapshot.quote_asset})"
+    code = ReasonCode.ACCOUNT_MISMATCH
+    return RiskAlert(severity=AlertSeverity.CRITICAL if symbol else AlertSeverity.WARNING, code=code, timestamp=now,
+                     symbol=symbol, value=mine, limit=theirs,
+                     alert_id=stable_id("alr", code.value, symbol, snapshot.snapshot_id),
+                     message=f"{what}: L2's mirror has {mine:.10g}, L1's book {theirs:.10g} (L1 snapshot "
+                             f"{snapshot.sequence} after report {snapshot.last_report_id or 'none'}); "
+                             "L1's book adopted")

@@ -186,7 +186,7 @@ class Backoff:
 
 def message_key(message: Message) -> str | None:
     """The id by which duplicates of a message are recognised (None: the type has no id)."""
-    for attr in ("order_id", "report_id", "alert_id", "decision_id", "signal_id"):
+    for attr in ("order_id", "report_id", "alert_id", "decision_id", "signal_id", "snapshot_id"):
         value = getattr(message, attr, None)
         if value:
             return f"{type(message).__name__}:{value}"

@@ -41,6 +41,7 @@ from l2_tactical.bus.gate import Backoff, BusStats, DeadLetter, DropReason, Enve
 from l2_tactical.clock import Clock
 from l2_tactical.errors import TransientError
 from l2_tactical.messages import (
+    AccountSnapshot,
     ExecutionReport,
     Heartbeat,
     Message,
@@ -70,6 +71,7 @@ class Topic(enum.StrEnum):
     L1_REPORTS = "l1.reports"
     L2_ALERTS = "l2.alerts"
     HEARTBEATS = "heartbeats"
+    L1_ACCOUNT = "l1.account"
 
 
 TOPIC_MESSAGE: dict[str, type[Message]] = {
@@ -78,6 +80,7 @@ TOPIC_MESSAGE: dict[str, type[Message]] = {
     Topic.L1_REPORTS.value: ExecutionReport,
     Topic.L2_ALERTS.value: RiskAlert,
     Topic.HEARTBEATS.value: Heartbeat,
+    Topic.L1_ACCOUNT.value: AccountSnapshot,
 }
 """The one message type each system topic carries; other topic names carry any type."""
 

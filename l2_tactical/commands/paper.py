@@ -264,7 +264,7 @@ async def _run_memory(s: Setup) -> dict[str, Any]:
         await l1.start()
         await l2.start()
         if not await l2.wait_for_l1(s.args.l1_wait):
-            raise TransientError("L1 sent no heartbeat on the in-process bus")
+            raise TransientError("L1 sent no heartbeat or no account snapshot on the in-process bus")
         async for bar in s.feed():
             await l1.on_bar(bar)
             await _until(lambda: l2.stats.reports_received >= l1.published, 5.0)
@@ -322,7 +322,8 @@ async def _run_split(s: Setup) -> dict[str, Any]:
         if a.role == "both":
             child = subprocess.Popen(_l1_command(s, prefix, summary_path), stdout=subprocess.DEVNULL)
         if not await l2.wait_for_l1(a.l1_wait):
-            raise TransientError(f"no heartbeat from L1 on {s.url} prefix {prefix!r} within {a.l1_wait:g} s")
+            raise TransientError(f"no heartbeat or no account snapshot from L1 on {s.url} prefix {prefix!r} "
+                                 f"within {a.l1_wait:g} s")
 
         def show(_: Any) -> None:
             if board is not None:
