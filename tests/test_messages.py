@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from l2_tactical.messages import (
     MESSAGE_TYPES,
+    AccountPosition,
+    AccountSnapshot,
     AlertSeverity,
     ExecutionReport,
     ExecutionStatus,
@@ -155,6 +157,7 @@ def test_every_message_type_round_trips_its_example():
             value=0.06,
             limit=0.05,
         ),
+        snapshot(),
     ]
     for msg in examples:
         cls = MESSAGE_TYPES[type(msg).__name__]
@@ -264,3 +267,95 @@ def test_rejection_needs_a_reason_and_fill_cannot_exceed_request():
 def test_json_is_plain_and_sorted():
     text = signal().to_json()
     assert json.loads(text)["direction"] == "long" and json.loads(text)["schema"] == 1
+
+
+# ------------------------------------------------------------------ AccountSnapshot (L1 -> L2)
+
+
+def held(**kw):
+    base = dict(symbol="BTCUSDT", qty=0.01, avg_price=104_000.0, stop_loss=102_000.0, take_profit=None,
+                opened_at=T0, mark=104_500.0)
+    base.update(kw)
+    return AccountPosition(**base)
+
+
+def snapshot(**kw):
+    base = dict(sender="l1", timestamp=T0, quote_asset="USDT", cash=8_959.6, positions=(held(),), reports=5,
+                recent_report_ids=("rep-1", "rep-2", "rep-3"), sequence=7)
+    base.update(kw)
+    return AccountSnapshot(**base)
+
+
+@given(
+    st.lists(st.tuples(symbols, st.floats(1e-8, 1e3), prices, st.none() | prices, st.none() | times),
+             max_size=3, unique_by=lambda t: t[0]),
+    st.floats(-1e-6, 1e9),
+    st.integers(0, 10**6),
+    times,
+)
+def test_account_snapshot_round_trips_through_json(rows, cash, reports, ts):
+    positions = tuple(AccountPosition(symbol=sym, qty=qty, avg_price=price, stop_loss=stop, opened_at=opened)
+                      for sym, qty, price, stop, opened in rows)
+    ids = tuple(f"rep-{i}" for i in range(min(reports, 3)))
+    s = AccountSnapshot(sender="l1", timestamp=ts, quote_asset="USDT", cash=cash, positions=positions,
+                        reports=reports, recent_report_ids=ids)
+    back = AccountSnapshot.from_json(s.to_json())
+    assert back == s and back.snapshot_id == s.snapshot_id
+    assert all(type(p) is AccountPosition for p in back.positions)
+
+
+def test_account_snapshot_names_its_last_report_and_positions():
+    s = snapshot()
+    assert s.last_report_id == "rep-3" and snapshot(reports=0, recent_report_ids=()).last_report_id == ""
+    assert s.position("BTCUSDT") == held() and s.position("ETHUSDT") is None
+    assert s.equity() == pytest.approx(8_959.6 + 0.01 * 104_500.0)
+    assert json.loads(s.to_json())["positions"][0]["stop_loss"] == 102_000.0
+    assert snapshot(sequence=8).snapshot_id != s.snapshot_id
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("sender", "", "AccountSnapshot.sender=''"),
+        ("cash", float("nan"), "AccountSnapshot.cash=nan"),
+        ("reports", -1, "AccountSnapshot.reports=-1"),
+        ("sequence", 1.5, "AccountSnapshot.sequence=1.5"),
+        ("reports", 2, "AccountSnapshot.recent_report_ids=.*more reports than reports=2"),
+        ("recent_report_ids", (), "AccountSnapshot.recent_report_ids=\\(\\): must name the last of reports=5"),
+        ("recent_report_ids", ("rep-1", "rep-1"), "recent_report_ids=.*names a report twice"),
+        ("recent_report_ids", ["rep-1"], "recent_report_ids=.*must be a tuple"),
+        ("positions", (held(), held(qty=0.02)), "AccountSnapshot.positions=.*holds a symbol twice"),
+        ("positions", ({"symbol": "BTCUSDT"},), "AccountSnapshot.positions=.*tuple of AccountPosition"),
+        ("timestamp", datetime(2024, 1, 1), "AccountSnapshot.timestamp=.*timezone-aware"),
+    ],
+)
+def test_account_snapshot_validation_names_field_and_value(field, value, match):
+    with pytest.raises(MessageError, match=match):
+        snapshot(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("qty", 0.0), ("avg_price", -1.0), ("stop_loss", 0.0), ("mark", float("inf")), ("symbol", "")],
+)
+def test_account_position_validation_names_field_and_value(field, value):
+    with pytest.raises(MessageError, match=f"AccountPosition.{field}="):
+        held(**{field: value})
+
+
+def test_account_snapshot_decoding_names_the_bad_nested_position():
+    data = json.loads(snapshot().to_json())
+    data["positions"][0]["qty"] = 0
+    with pytest.raises(MessageError, match=r"AccountSnapshot.positions\[0\]: AccountPosition.qty=0"):
+        AccountSnapshot.from_dict(data)
+    data["positions"] = [{"symbol": "BTCUSDT", "qty": 1.0, "avg_price": 1.0, "colour": "red"}]
+    with pytest.raises(MessageError, match=r"positions\[0\]: AccountPosition: unknown key.*colour"):
+        AccountSnapshot.from_dict(data)
+    data["positions"] = {"BTCUSDT": 1.0}
+    with pytest.raises(MessageError, match="AccountSnapshot.positions=.*must be a list"):
+        AccountSnapshot.from_dict(data)
+
+
+def test_message_types_holds_the_account_snapshot():
+    assert MESSAGE_TYPES["AccountSnapshot"] is AccountSnapshot
+    assert "AccountPosition" not in MESSAGE_TYPES  # it only travels inside a snapshot
