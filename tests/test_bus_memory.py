@@ -22,7 +22,16 @@ from l2_tactical.bus.memory import broker
 from l2_tactical.clock import SimulatedClock, SystemClock
 from l2_tactical.data.candles import load_candles
 from l2_tactical.errors import ConfigError, TransientError
-from l2_tactical.messages import Heartbeat, Message, OrderIntent, Regime, Side, StrategicDecision
+from l2_tactical.messages import (
+    AccountPosition,
+    AccountSnapshot,
+    Heartbeat,
+    Message,
+    OrderIntent,
+    Regime,
+    Side,
+    StrategicDecision,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 BusMaker = Callable[..., MessageBus]
@@ -350,6 +359,32 @@ async def check_failed_after_batch_leaves_the_batch_pending_and_delivers_it_agai
     await again.close()
 
 
+def real_snapshot(sequence: int, *, bar: int = 0) -> AccountSnapshot:
+    """L1's account holding 0.01 BTC bought at a real 1m close (stop under the bar's low), marked at it."""
+    order = real_orders(1, start=bar)[0]
+    held = AccountPosition(symbol="BTCUSDT", qty=0.01, avg_price=order.price, stop_loss=order.stop_loss,
+                           opened_at=order.timestamp, mark=order.price)
+    return AccountSnapshot(sender="l1", timestamp=order.timestamp, quote_asset="USDT",
+                           cash=10_000.0 - 0.01 * order.price, positions=(held,), reports=sequence,
+                           recent_report_ids=(f"rep-{sequence}",), sequence=sequence)
+
+
+async def check_account_snapshots_travel_on_their_own_topic(make: BusMaker) -> None:
+    pub, l2 = make(consumer="l1-1"), make(group="l2", consumer="l2-1")
+    rec = Recorder()
+    await l2.subscribe(Topic.L1_ACCOUNT, rec)
+    snaps = [real_snapshot(n, bar=n) for n in (1, 2, 3)]
+    for snap in (*snaps, snaps[1]):                                   # the last one again: a duplicate
+        await pub.publish(Topic.L1_ACCOUNT, snap)
+    await wait_until(lambda: l2.stats.dropped[("l1.account", DropReason.DUPLICATE)] == 1, what="the duplicate")
+    assert rec.got == snaps and pub.stream(Topic.L1_ACCOUNT) == f"{pub.prefix}:l1.account"
+    with pytest.raises(ValueError, match=r"topic 'l1.account' carries AccountSnapshot"):
+        await pub.publish(Topic.L1_ACCOUNT, Heartbeat(sender="l1", timestamp=snaps[0].timestamp))
+    with pytest.raises(ValueError, match=r"topic 'l1.reports' carries ExecutionReport"):
+        await pub.publish(Topic.L1_REPORTS, snaps[0])
+    await pub.close(), await l2.close()
+
+
 CONTRACT: list[Callable[[BusMaker], Awaitable[None]]] = [
     check_round_trip_delivers_each_message_once_in_order,
     check_failed_handler_gets_message_again,
@@ -364,6 +399,7 @@ CONTRACT: list[Callable[[BusMaker], Awaitable[None]]] = [
     check_publish_rejects_wrong_type_and_bad_topic,
     check_publish_many_appends_in_order_and_each_is_delivered_once,
     check_failed_after_batch_leaves_the_batch_pending_and_delivers_it_again,
+    check_account_snapshots_travel_on_their_own_topic,
 ]
 
 

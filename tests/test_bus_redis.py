@@ -23,7 +23,7 @@ import pytest
 
 from l2_tactical.bus import DropReason, Topic
 from l2_tactical.errors import TransientError
-from tests.test_bus_memory import CONTRACT, BusMaker, Recorder, maker, real_orders, wait_until
+from tests.test_bus_memory import CONTRACT, BusMaker, Recorder, maker, real_orders, real_snapshot, wait_until
 
 pytestmark = pytest.mark.service
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -73,6 +73,33 @@ def _stream_entries(redis_url: str, stream: str) -> list[dict[str, str]]:
     entries = [fields for _, fields in client.xrange(stream)]
     client.close()
     return entries
+
+
+def test_redis_account_snapshots_have_their_stream_and_each_group_reads_it(redis_url: str, prefix: str) -> None:
+    """``l1.account`` is an ordinary topic stream: its own key, consumer groups created by subscribing,
+    a group that subscribes later still reads the snapshots published before it existed."""
+    import redis
+
+    snaps = [real_snapshot(n, bar=n) for n in (1, 2)]
+
+    async def run() -> None:
+        pub = maker(redis_url, prefix)(consumer="l1-1")
+        for snap in snaps:
+            await pub.publish(Topic.L1_ACCOUNT, snap)
+        late = maker(redis_url, prefix)(group="l2", consumer="l2-1")
+        rec = Recorder()
+        await late.subscribe(Topic.L1_ACCOUNT, rec)
+        await wait_until(lambda: len(rec.got) == 2, what="the snapshots published before the group existed")
+        assert rec.got == snaps
+        await late.close(), await pub.close()
+
+    asyncio.run(run())
+    entries = _stream_entries(redis_url, f"{prefix}:l1.account")
+    assert [(e["type"], e["payload"]) for e in entries] == [("AccountSnapshot", s.to_json()) for s in snaps]
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    groups = {g["name"]: g for g in client.xinfo_groups(f"{prefix}:l1.account")}
+    client.close()
+    assert set(groups) == {"l2"} and groups["l2"]["pending"] == 0
 
 
 @pytest.mark.parametrize("scripts", [True, False], ids=["batch-script", "pipeline-fallback"])
