@@ -18,7 +18,7 @@ from l1_operational.metrics_log import COLUMNS, MetricsLog
 from l2_tactical.bus import Topic, open_bus
 from l2_tactical.clock import SimulatedClock
 from l2_tactical.config import L2Config
-from l2_tactical.messages import ExecutionReport, ExecutionStatus, Heartbeat, ReasonCode
+from l2_tactical.messages import AccountSnapshot, ExecutionReport, ExecutionStatus, Heartbeat, ReasonCode
 from tests.l1_support import BTC_1H, bars, intent_after
 
 CFG = L2Config.default()
@@ -136,6 +136,59 @@ def test_bus_adapter_resends_reports_left_unpublished_by_a_previous_run(tmp_path
 
     reports, unpublished = asyncio.run(scenario())
     assert [r.report_id for r in reports] == [lost.report_id] and unpublished == []
+
+
+def test_bus_adapter_publishes_the_account_rebuilt_from_the_journal_at_start_then_with_heartbeats(tmp_path):
+    """A restarted L1 sends its book (journal rebuild) with how many reports it reflects and the last ids:
+    those of the previous run and the one it re-sent at start."""
+    window = bars(BTC_1H, "2020-03-12T02:00:00Z", "2020-03-12T05:00:00Z")
+    journal = Journal(f"sqlite:///{tmp_path / 'journal.sqlite'}")    # a previous run: a fill, a lost rejection
+    old = PaperExecutor.from_config(CFG, journal=journal, clock=SimulatedClock(window[0].close_time))
+    assert old.submit(intent_after(window[0], qty=0.01)) is None
+    (fill,) = old.on_bar(window[1])
+    journal.mark_published([fill.report_id])
+    lost = old.submit(intent_after(window[1], qty=0.9))            # MAX_SYMBOL_QTY, never published
+    journal.close()
+
+    async def scenario():
+        async with Harness(tmp_path, window) as h:
+            snaps: list[AccountSnapshot] = []
+
+            async def on_snapshot(m):
+                snaps.append(m)
+
+            await h.l2_bus.subscribe(Topic.L1_ACCOUNT, on_snapshot)
+            await wait_until(lambda: len(snaps) >= 3, what="the start-up snapshot and two after heartbeats")
+            return snaps, h.executor.portfolio
+
+    snaps, book = asyncio.run(scenario())
+    first = snaps[0]
+    assert (first.sender, first.sequence, first.reports) == ("l1", 1, 2)
+    assert first.recent_report_ids == (fill.report_id, lost.report_id) and first.last_report_id == lost.report_id
+    assert first.cash == pytest.approx(book.balance("USDT"), rel=1e-15)
+    (held,) = first.positions
+    position = book.position("BTCUSDT")
+    assert (held.symbol, held.qty, held.avg_price, held.stop_loss, held.opened_at) == \
+        ("BTCUSDT", position.qty, position.avg_price, position.stop_loss, window[1].open_time)
+    assert [s.sequence for s in snaps[:3]] == [1, 2, 3] and len({s.snapshot_id for s in snaps}) == len(snaps)
+
+
+def test_bus_adapter_takes_no_account_snapshot_while_a_batch_is_uncommitted(tmp_path):
+    window = bars(BTC_1H, "2020-03-12T02:00:00Z", "2020-03-12T05:00:00Z")
+
+    async def scenario():
+        async with Harness(tmp_path, window) as h:
+            await h.adapter.on_bar(window[0])
+            assert h.executor.submit(intent_after(window[0], qty=0.01)) is None
+            h.adapter.apply_bar(window[1])                              # the fill, journaled, not committed
+            assert h.journal.in_transaction and await h.adapter.account_snapshot() is None
+            await h.adapter.flush()
+            snap = await h.adapter.account_snapshot()
+            return snap, h.journal.reports()
+
+    snap, journaled = asyncio.run(scenario())
+    assert snap is not None and snap.position("BTCUSDT") is not None
+    assert snap.reports == len(journaled) and snap.last_report_id == journaled[-1].report_id
 
 
 def _batch(window):
