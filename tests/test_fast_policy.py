@@ -8,6 +8,7 @@ the ones the envs produce while stepping through real bars. :func:`train_special
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,13 @@ import pytest
 
 from l2_tactical.data.candles import Candles, load_candles
 from l2_tactical.finrl_models.fast_policy import (
+    LOG_STD_MAX,
+    LOG_STD_MIN,
     UnsupportedPolicy,
     action_to_exposure,
     default_action_values,
     export_policy,
+    grouped_confidence,
 )
 from l2_tactical.finrl_models.model_card import (
     DataFile,
@@ -291,3 +295,55 @@ def test_shipped_specialists_numpy_forward_equals_sb3_predict(file_name: str) ->
         assert np.array_equal(actions, sb3_actions.reshape(-1))
     else:
         np.testing.assert_allclose(actions, sb3_actions.reshape(actions.shape), atol=1e-5)
+
+
+def _reference_act_one(fast: Any, obs: np.ndarray) -> tuple[float, float]:
+    """act_one as first written (expression form, np.clip, the Dense layer's own call): the fast form's spec."""
+    x = obs.astype(np.float32)
+    for layer in fast.latent:
+        x = layer(x)
+    mu = fast.head(x)
+    if fast.kind == "discrete":
+        mass, n = float(np.exp(mu - mu.max()).sum()), mu.shape[0]
+        return int(mu.argmax()), min(1.0, max(0.0, (1.0 / mass - 1.0 / n) / (1.0 - 1.0 / n)))
+    if fast.kind == "gaussian":
+        std, action = np.exp(fast.log_std), np.clip(mu, fast.low, fast.high)
+    else:
+        std = np.exp(np.clip(fast.log_std_head(x), LOG_STD_MIN, LOG_STD_MAX))
+        action = fast.low + 0.5 * (np.tanh(mu) + 1.0) * (fast.high - fast.low)
+    conf = [math.erf(abs(m) / (max(s, 1e-30) * math.sqrt(2.0))) for m, s in zip(mu.tolist(), std.tolist(), strict=True)]
+    return float(action[0]), sum(conf) / len(conf)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}")
+def test_single_observation_path_equals_its_expression_form_bit_for_bit(trained: dict, case: tuple) -> None:
+    # act_one / probs_one run the float32 operations in place and without Python scalars: same numbers exactly
+    model, env = trained[case]
+    fast = export_policy(model, case[1])
+    for o in real_observations(env, model, n=80):
+        action, conf = fast.act_one(o)
+        ref_action, ref_conf = _reference_act_one(fast, o)
+        assert (repr(action), repr(conf)) == (repr(ref_action), repr(ref_conf))
+        if fast.kind == "discrete":
+            x = o.astype(np.float32)
+            for layer in fast.latent:
+                x = layer(x)
+            logits = fast.head(x)
+            expected = np.exp(logits - logits.max())
+            assert fast.probs_one(o).tobytes() == (expected / expected.sum()).tobytes()
+
+
+def test_spot_discrete_policy_confidence_is_the_grouped_confidence(trained: dict) -> None:
+    # a spot specialist's short and flat actions both mean flat: its confidence is their summed mass
+    from l2_tactical.finrl_models.ensemble_manager import _numpy_policy
+
+    model, env = trained[("mean_reversion", "A2C", None)]
+    fast = export_policy(model, "A2C")
+    values = default_action_values(fast.n_actions)
+    clipped = tuple(max(0.0, v) for v in values)
+    policy = _numpy_policy(fast, values, long_only=True)
+    for o in real_observations(env, model, n=60):
+        p = fast.probs_one(o)
+        index = int(p.argmax())
+        exposure, conf = policy(o)
+        assert (exposure, repr(conf)) == (clipped[index], repr(grouped_confidence(p, clipped, index)))

@@ -114,11 +114,22 @@ def _numpy_policy(fast: Any, values: tuple[float, ...], long_only: bool) -> Poli
     if fast.kind == "discrete" and long_only:
         clipped = tuple(max(0.0, v) for v in values)
         probs_one = fast.probs_one
+        if len(set(clipped)) < 2:
+            def one_exposure(obs: np.ndarray) -> tuple[float, float]:
+                p = probs_one(obs)
+                index = int(p.argmax())
+                return clipped[index], grouped_confidence(p, clipped, index)
+            return one_exposure
+        # grouped_confidence with its groups worked out once: the chosen action's group, summed in action order
+        groups = tuple(tuple(j for j, e in enumerate(clipped) if e == target) for target in clipped)
+        g = float(len(set(clipped)))
 
         def spot_discrete(obs: np.ndarray) -> tuple[float, float]:
             p = probs_one(obs)
             index = int(p.argmax())
-            return clipped[index], grouped_confidence(p, clipped, index)
+            probs = p.tolist()
+            mass = float(sum([probs[j] for j in groups[index]]))
+            return clipped[index], min(1.0, max(0.0, (mass - 1.0 / g) / (1.0 - 1.0 / g)))
         return spot_discrete
     if fast.kind == "discrete":
         def discrete(obs: np.ndarray) -> tuple[float, float]:

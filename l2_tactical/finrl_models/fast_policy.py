@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from l2_tactical.ensemble.confidence_calc import discrete_confidence_batch
 
 Activation = Callable[[np.ndarray], np.ndarray]
 _SQRT2 = math.sqrt(2.0)
+_add_reduce = np.add.reduce  # ndarray.sum() without its Python wrapper (the same reduction)
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
@@ -136,6 +137,16 @@ class FastPolicy:
     low: np.ndarray | None = None
     high: np.ndarray | None = None
     n_actions: int = 0
+    # float32 constants of :meth:`act_one`'s squash and clip, as arrays (array-array ufuncs skip the
+    # Python-scalar conversion; the values and their float32 arithmetic are the same)
+    _consts: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.low is not None and self.high is not None:
+            shape = self.low.shape
+            self._consts.update(one=np.ones(shape, np.float32), half=np.full(shape, 0.5, np.float32),
+                                span=self.high - self.low, std_min=np.full(shape, LOG_STD_MIN, np.float32),
+                                std_max=np.full(shape, LOG_STD_MAX, np.float32))
 
     def forward(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Deterministic actions and confidences for observations ``[batch, obs_size]`` (or ``[obs_size]``).
@@ -169,7 +180,8 @@ class FastPolicy:
     def act_one(self, obs: np.ndarray) -> tuple[float | int, float]:
         """One observation ``[obs_size]`` -> (first action dimension or action index, confidence).
 
-        The same arithmetic as :meth:`forward` on a batch of one, without the batch bookkeeping.
+        The same arithmetic as :meth:`forward` on a batch of one, without the batch bookkeeping
+        (each float32 operation of :meth:`forward`, in the same order, on the one row).
         """
         if obs.shape != (self.obs_size,):
             raise ValueError(f"observation has shape {obs.shape}; the {self.algorithm} policy "
@@ -179,7 +191,7 @@ class FastPolicy:
             i = int(out.argmax())
             out -= out[i]
             n = out.shape[0]
-            return i, min(1.0, max(0.0, (1.0 / float(np.exp(out, out=out).sum()) - 1.0 / n) / (1.0 - 1.0 / n)))
+            return i, min(1.0, max(0.0, (1.0 / float(_add_reduce(np.exp(out, out=out))) - 1.0 / n) / (1.0 - 1.0 / n)))
         assert self.low is not None and self.high is not None
         mu = out
         if self.kind == "gaussian":
@@ -188,11 +200,18 @@ class FastPolicy:
             action = np.clip(mu, self.low, self.high)
         else:
             assert self.log_std_head is not None
-            std = np.exp(np.clip(self.log_std_head(x), LOG_STD_MIN, LOG_STD_MAX))
-            action = self.low + 0.5 * (np.tanh(mu) + 1.0) * (self.high - self.low)
+            k = self._consts
+            log_std = x @ self.log_std_head.weight
+            log_std += self.log_std_head.bias
+            # np.clip(log_std, MIN, MAX): the same max-then-min per element (NaN stays NaN)
+            std = np.exp(np.minimum(np.maximum(log_std, k["std_min"]), k["std_max"]))
+            action = np.tanh(mu)  # low + 0.5 * (tanh(mu) + 1) * (high - low), operation by operation
+            action += k["one"]
+            action *= k["half"]
+            action *= k["span"]
+            action += self.low
         conf = [math.erf(abs(m) / (max(s, 1e-30) * _SQRT2)) for m, s in zip(mu.tolist(), std.tolist(), strict=True)]
         return float(action[0]), sum(conf) / len(conf)
-
 
     def _forward_one(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The MLP on one observation: ``(last latent layer, head output)``."""
@@ -210,9 +229,9 @@ class FastPolicy:
         if self.kind != "discrete":
             raise ValueError(f"probs_one: a {self.kind} policy has no action probabilities")
         _, out = self._forward_one(obs)
-        out -= out.max()
+        out -= out[out.argmax()]  # its max (the first NaN when there is one, as max() gives)
         np.exp(out, out=out)
-        return out / out.sum()
+        return out / _add_reduce(out)
 
 
 def grouped_confidence(probs: np.ndarray, exposures: Sequence[float], chosen: int) -> float:
