@@ -18,7 +18,7 @@ from l2_tactical.ensemble.confidence_calc import (
     discrete_confidence,
     gaussian_confidence,
 )
-from l2_tactical.ensemble.consensus_builder import agreement, build_consensus
+from l2_tactical.ensemble.consensus_builder import agreement, build_consensus, consensus_and_confidence
 from l2_tactical.ensemble.performance import (
     PerformanceTracker,
     adaptive_weights,
@@ -245,3 +245,17 @@ def test_consensus_rejects_bad_votes_naming_them(e: list[float], c: list[float],
 def test_confidence_weighted_consensus_rejects_a_confidence_outside_unit() -> None:
     with pytest.raises(ValueError, match=r"confidences=\[1.5, 0.5\] must be in \[0, 1\]"):
         build_consensus([0.5, 0.0], [1.5, 0.5], [1.0, 1.0], "confidence_weighted")
+
+
+@given(st.lists(st.tuples(st.floats(-1.0, 1.0), _UNIT, st.floats(0.0, 5.0)), min_size=1, max_size=5),
+       st.lists(st.floats(0.0, 5.0), max_size=3),
+       st.sampled_from(["weighted", "confidence_weighted", "majority"]))
+def test_ensemble_vote_in_one_call_equals_the_three_functions(votes: list[tuple[float, float, float]],
+                                                              silent: list[float], strategy: str) -> None:
+    # the voters' weights plus those of specialists that did not answer make the configured weights
+    e, c, w = (list(x) for x in zip(*votes, strict=True))
+    cons, cover, conf = consensus_and_confidence(e, c, w, w + silent, strategy)
+    general = build_consensus(np.array(e), np.array(c), np.array(w), strategy)
+    general_cover = coverage(np.array(w), np.array(w + silent))
+    general_conf = composite_confidence(np.array(c), np.array(general.agreement), np.array(w), coverage=general_cover)
+    assert repr((cons, cover, conf)) == repr((general, general_cover, general_conf))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from l2_tactical.ensemble.confidence_calc import composite_confidence, coverage
 from l2_tactical.ensemble.voting_strategy import NEUTRAL_BAND, ArrayLike, combine_votes, side_of
 
 
@@ -106,6 +107,31 @@ def _fast_consensus(e: list[float], c: list[float], w: list[float], strategy: st
     total = share_total if strategy == "weighted" else math.fsum(w)
     consensus = math.fsum([wi * a for wi, a in zip(w, agree, strict=True)]) / total if total > 0 else 0.0
     return Consensus(exposure=exposure, consensus=consensus, agreement=tuple(agree), strategy=strategy)
+
+
+def consensus_and_confidence(exposures: list[float], confidences: list[float], weights: list[float],
+                             configured: list[float], strategy: str) -> tuple[Consensus, float, float]:
+    """The ensemble's vote in one call: ``(build_consensus(...), coverage, composite_confidence(...))`` of the
+    voters that answered (``weights``) out of every configured specialist's weight (``configured``).
+
+    Plain, in-range float lists take the inlined path (the same operations); anything else goes
+    through the general functions and their errors.
+    """
+    plain = strategy in _FAST and _plain_votes(exposures, confidences, weights, strategy) and \
+        type(configured) is list and all(type(x) is float for x in configured)
+    if not plain:
+        cons = build_consensus(exposures, confidences, weights, strategy)
+        cover = coverage(weights, configured)
+        return cons, cover, composite_confidence(confidences, cons.agreement, weights, coverage=cover)
+    cons = _fast_consensus(exposures, confidences, weights, strategy)
+    configured_total = math.fsum(configured)
+    total = math.fsum(weights)
+    cover = 0.0 if configured_total <= 0 else min(1.0, max(0.0, total / configured_total))
+    if total <= 0:
+        return cons, cover, 0.0
+    value = cover * math.fsum([wi * ci * ai for wi, ci, ai in zip(weights, confidences, cons.agreement,
+                                                                    strict=True)]) / total
+    return cons, cover, min(1.0, max(0.0, value))
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,32 +129,54 @@ def adaptive_weights_list(base: list[float], scores: list[float], regime: list[f
 class _Rolling:
     """Last ``window`` returns and their score, recomputed once per new return.
 
-    A window of zeros (a specialist that stayed flat) scores 0 without a pass over it: the count
-    of non-zero returns in the window is kept exactly as returns enter and leave.
+    The returns are also kept in a ring (a float64 array written in place): the score's sums are
+    exact (``math.fsum``), so the order the ring holds them in does not matter, and the squared
+    deviations are one numpy pass instead of a Python loop (the same float64 operations per return).
+    A window of zeros (a specialist that stayed flat) scores 0 without a pass: the count of non-zero
+    returns in the window is kept exactly as returns enter and leave.
     """
 
-    __slots__ = ("_nonzero", "_score", "values")
+    __slots__ = ("_next", "_nonzero", "_ring", "_score", "values")
 
     def __init__(self, window: int) -> None:
         self.values: deque[float] = deque(maxlen=window)
+        self._ring = np.zeros(window, dtype=np.float64)
+        self._next = 0
         self._score: float | None = 0.0
         self._nonzero = 0
 
     def append(self, r: float) -> None:
-        values = self.values
+        values, ring = self.values, self._ring
         if len(values) == values.maxlen and values[0] != 0.0:
             self._nonzero -= 1
         values.append(r)
         if r != 0.0:
             self._nonzero += 1
+        i = self._next
+        ring[i] = r
+        self._next = 0 if i + 1 == ring.shape[0] else i + 1
         self._score = None
 
     def score(self) -> float:
         """:func:`performance_score` of the window (cached until the next return)."""
         if self._score is None:
             # all zeros: mean 0, std 0 -> performance_score gives 0.0 (NaN counts as non-zero)
-            self._score = performance_score(list(self.values)) if self._nonzero else 0.0
+            self._score = self._window_score() if self._nonzero else 0.0
         return self._score
+
+    def _window_score(self) -> float:
+        """:func:`performance_score` of the ring's returns (the same operations, exact sums)."""
+        n = len(self.values)
+        if n < 2:
+            return 0.0
+        r = self._ring if n == self._ring.shape[0] else self._ring[:n]
+        mean = math.fsum(r.tolist()) / n
+        d = r - mean
+        np.multiply(d, d, out=d)
+        std = math.sqrt(math.fsum(d.tolist()) / (n - 1))
+        if not std > 1e-15:
+            return 0.0
+        return math.tanh(mean / std * math.sqrt(n) / 2.0)
 
 
 class PerformanceTracker:

@@ -36,8 +36,7 @@ import numpy as np
 
 from l2_tactical.clock import Clock, SystemClock
 from l2_tactical.config import PACKAGE_ROOT, EnsembleConfig, L2Config
-from l2_tactical.ensemble.confidence_calc import composite_confidence, coverage
-from l2_tactical.ensemble.consensus_builder import build_consensus
+from l2_tactical.ensemble.consensus_builder import consensus_and_confidence
 from l2_tactical.ensemble.performance import PerformanceTracker, adaptive_weights_list, regime_multipliers
 from l2_tactical.errors import L2Error
 from l2_tactical.finrl_models.fast_policy import (
@@ -332,7 +331,5 @@ class EnsembleManager:
                 degraded.append(f"{a.name}: {a.status} ({a.detail})")
         if not e:
             return EnsembleDecision(0.0, 0.0, 0.0, 0.0, self.config.voting, votes, tuple(degraded))
-        cons = build_consensus(e, c, w, self.config.voting)
-        cover = coverage(w, ws)
-        conf = composite_confidence(c, cons.agreement, w, coverage=cover)
+        cons, cover, conf = consensus_and_confidence(e, c, w, ws, self.config.voting)
         return EnsembleDecision(cons.exposure, conf, cons.consensus, cover, self.config.voting, votes, tuple(degraded))
