@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from l1_operational.datafeed import Bar
 from l1_operational.executor import PaperExecutor
 from l2_tactical.errors import TransientError
-from l2_tactical.messages import AccountSnapshot, ExecutionReport, Heartbeat, Message, OrderIntent
+from l2_tactical.messages import AccountSnapshot, ExecutionReport, Heartbeat, Message, MessageError, OrderIntent
 
 if TYPE_CHECKING:
     from l1_operational.journal import Journal
@@ -51,8 +51,11 @@ RECENT_REPORTS = 64
 class ReportTrail:
     """How many reports L1 has produced (journal-wide, over restarts) and the ids of the last ones.
 
+    A report queued again while it is among the last ones (an executor handing back a report the
+    journal already gave the outbox) is not counted twice.
+
     >>> t = ReportTrail(["rep-1", "rep-2"], keep=2)
-    >>> t.add("rep-3"); t.count, t.recent()
+    >>> t.add("rep-3"); t.add("rep-3"); t.count, t.recent()
     (3, ('rep-2', 'rep-3'))
     """
 
@@ -68,6 +71,8 @@ class ReportTrail:
         return cls(r.report_id for r in journal.reports())
 
     def add(self, report_id: str) -> None:
+        if report_id in self._recent:
+            return
         self._recent.append(report_id)
         self.count += 1
 
@@ -245,7 +250,11 @@ class L1BusAdapter:
         (the next heartbeat's snapshot follows; the account is never queued: a newer one supersedes it)."""
         from l2_tactical.bus import Topic
 
-        snapshot = await self.account_snapshot()
+        try:
+            snapshot = await self.account_snapshot()
+        except MessageError as exc:  # a book the message refuses: said loudly; L2 then stays without new risk
+            log.error("l1: account snapshot not built: %s", exc)
+            return False
         if snapshot is None:
             log.info("l1: account snapshot skipped (a batch is being committed)")
             return False

@@ -10,6 +10,7 @@ needs them, as L1's heartbeat task would.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import uuid
 from datetime import timedelta
@@ -26,7 +27,7 @@ from l2_tactical.clock import SimulatedClock
 from l2_tactical.config import L2Config
 from l2_tactical.data.candles import load_candles
 from l2_tactical.loop_stats import LoopStats
-from l2_tactical.messages import AlertSeverity, ReasonCode, RiskAlert, Side, SignalDirection
+from l2_tactical.messages import AccountPosition, AlertSeverity, ReasonCode, RiskAlert, Side, SignalDirection
 from l2_tactical.tactical_account import AccountSync, TacticalAccount
 from l2_tactical.tactical_loop import TacticalLoop
 from tests.l1_support import BTC_1M, intent_after
@@ -380,3 +381,22 @@ def test_no_comparison_while_an_order_is_in_flight():
     snap = book.snapshot()
     assert account.differences(snap) and sync.on_snapshot(snap, book.clock.now()) == ()
     assert sync.compared == 0 and sync.mismatches == 0
+
+
+def test_adopting_a_book_that_agrees_changes_nothing_and_an_unprotected_position_gets_l2s_default_stop():
+    book = Book()
+    account, sync = mirror()
+    state = account.state
+    sync.on_snapshot(book.snapshot(), book.clock.now())
+    assert account.state is state                           # same account: the start of a paper run is untouched
+    bar = day()[40]
+    unprotected = dataclasses.replace(book.snapshot(), snapshot_id="", positions=(
+        AccountPosition(symbol=SYMBOL, qty=0.003, avg_price=bar.open, opened_at=bar.open_time, mark=bar.close),))
+    _, fresh = mirror()
+    fresh.on_snapshot(unprotected, bar.close_time)
+    pos = fresh.account.state.positions[SYMBOL]
+    assert pos.stop_loss == pytest.approx(bar.open * (1 - CFG.risk.default_stop_pct))
+    assert fresh.account.stop_sent[SYMBOL] == pos.stop_loss and pos.last_price == bar.close
+    assert fresh.account.state.equity == pytest.approx(unprotected.equity())
+    assert fresh.account.position_state(SYMBOL).unrealised_pnl == pytest.approx(
+        0.003 * (bar.close - bar.open) / (unprotected.equity() - 0.003 * (bar.close - bar.open)))
