@@ -57,6 +57,7 @@ from l2_tactical.finrl_models.ensemble_manager import EnsembleDecision, Ensemble
 from l2_tactical.finrl_models.feature_processor import (
     FLAT,
     FeaturePlan,
+    MatrixWindow,
     ObservationWindow,
     PositionState,
     build_observation,
@@ -126,8 +127,7 @@ class _State:
     plan: FeaturePlan
     tracker: Any
     updater: Any = None
-    windows: dict[str, ObservationWindow] = field(default_factory=dict)
-    runs: dict[str, int] = field(default_factory=dict)
+    windows: dict[str, ObservationWindow | MatrixWindow] = field(default_factory=dict)
     last_votes: dict[str, float] = field(default_factory=dict)
     prev_close: float | None = None
     prev_row: dict[str, float] | None = None
@@ -233,16 +233,16 @@ class SignalGenerator:
         state.updater.advance(*bar)
         row = state.updater.row()
         self._push_windows(state, row)
-        obs = {name: w.observation(self._state_vector(pos, name)) if state.runs[name] >= w.window else None
+        key = pos.key()
+        obs = {name: w.observation(self._state_vector(pos, name, key)) if w.run >= w.window else None
                for name, w in state.windows.items()}
         # a streamed bar is never asked twice (the updater refuses it), so no prediction cache here
         return self._decide(state, symbol, bar[0], bar[4], row, state.updater.is_ready, obs, ctx, pos, cache=False)
 
     def _push_windows(self, state: _State, row: np.ndarray) -> None:
         ready = state.updater.ready
-        for name, w in state.windows.items():
-            w.push(row)
-            state.runs[name] = state.runs[name] + 1 if ready[w.columns].all() else 0
+        for w in state.windows.values():
+            w.push(row, ready)
 
     def _decide(self, state: _State, symbol: str, ts_ns: int, close: float, row: np.ndarray, ready: bool,
                 obs: Mapping[str, np.ndarray | None], ctx: Context, pos: PositionState, cache: bool = True
@@ -374,15 +374,19 @@ class SignalGenerator:
         else:
             updater = plan.feature_set.incremental()
         state = _State(plan=plan, tracker=self.ensemble.new_tracker(), updater=updater)
-        state.windows = {n: ObservationWindow(cols, plan.windows[n]) for n, cols in plan.columns.items()}
-        state.runs = dict.fromkeys(plan.columns, 0)
+        if isinstance(updater, MatrixFeed):  # the windows are slices of the precomputed matrix
+            state.windows = {n: MatrixWindow(updater, updater.values, updater.ready_matrix, cols, plan.windows[n])
+                             for n, cols in plan.columns.items()}
+        else:
+            state.windows = {n: ObservationWindow(cols, plan.windows[n]) for n, cols in plan.columns.items()}
         return state
 
-    def _state_vector(self, pos: PositionState, name: str) -> np.ndarray:
-        """The position-state observation for specialist ``name`` (memoised: positions repeat bar after bar)."""
+    def _state_vector(self, pos: PositionState, name: str, pos_key: tuple | None = None) -> np.ndarray:
+        """The position-state observation for specialist ``name`` (memoised: positions repeat bar after bar;
+        ``pos_key``: ``pos.key()`` when the caller has it)."""
         spec = self.ensemble.specialists.get(name)
         scale = spec.holding_scale_bars if spec is not None else 24.0
-        key = (pos.key(), scale)
+        key = (pos.key() if pos_key is None else pos_key, scale)
         vec = self._vectors.get(key)
         if vec is None:
             if len(self._vectors) > 1024:

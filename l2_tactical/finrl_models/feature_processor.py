@@ -143,9 +143,13 @@ def window_observations(features: np.ndarray, rows: np.ndarray, window: int, sta
 
 
 class ObservationWindow:
-    """The last ``window`` rows of selected feature columns, kept for live observations."""
+    """The last ``window`` rows of selected feature columns, kept for live observations.
 
-    __slots__ = ("_count", "_obs", "_rows", "columns", "window")
+    ``run`` counts the consecutive pushed rows whose columns were all ready: the window can be
+    shown to its specialist once ``run >= window``.
+    """
+
+    __slots__ = ("_count", "_obs", "_rows", "columns", "run", "window")
 
     def __init__(self, columns: np.ndarray | list[int], window: int) -> None:
         if window < 1:
@@ -154,22 +158,63 @@ class ObservationWindow:
         self.window = window
         self._rows = np.zeros((window, self.columns.size), dtype=np.float32)
         self._count = 0
+        self.run = 0
         self._obs = np.empty(observation_size(window, self.columns.size), dtype=np.float32)
 
     @property
     def full(self) -> bool:
         return self._count >= self.window
 
-    def push(self, row: np.ndarray) -> None:
-        """Append the full FeatureSet row of a new bar (only this window's columns are kept)."""
+    def push(self, row: np.ndarray, ready: np.ndarray) -> None:
+        """Append the full FeatureSet row of a new bar and its readiness flags (only this window's
+        columns are kept)."""
         r = self._rows
         r[:-1] = r[1:]
         r[-1] = row[self.columns]
         self._count += 1
+        self.run = self.run + 1 if ready[self.columns].all() else 0
 
     def observation(self, state: np.ndarray) -> np.ndarray:
         """The current observation (a reused buffer: copy it to keep it)."""
         return build_observation(self._rows, state, self._obs)
+
+
+class MatrixWindow:
+    """:class:`ObservationWindow` over a precomputed feature matrix read row by row (backtests).
+
+    The window's columns are copied out of the matrix once (float32, contiguous), so an observation is
+    one slice of them, and the ready runs are counted once (:func:`ready_runs`); :meth:`push` only
+    follows ``feed``'s cursor (a :class:`~l2_tactical.technical.feature_updater.MatrixFeed`, which
+    refuses any bar that is not its next row). The observations equal an ObservationWindow's pushed
+    the same rows (``tests/test_ensemble_observation.py``).
+    """
+
+    __slots__ = ("_feed", "_obs", "_runs", "_sub", "columns", "run", "window")
+
+    def __init__(self, feed: Any, values: np.ndarray, ready: np.ndarray, columns: np.ndarray | list[int],
+                 window: int) -> None:
+        if window < 1:
+            raise ValueError(f"window={window!r}: must be >= 1")
+        self.columns = np.asarray(columns, dtype=np.int64)
+        self.window = window
+        self._feed = feed
+        self._sub = np.ascontiguousarray(values[:, self.columns], dtype=np.float32)
+        self._runs: list[int] = ready_runs(np.asarray(ready[:, self.columns].all(axis=1))).tolist()
+        self.run = 0
+        self._obs = np.empty(observation_size(window, self.columns.size), dtype=np.float32)
+
+    @property
+    def full(self) -> bool:
+        return self._feed.position + 1 >= self.window
+
+    def push(self, row: np.ndarray, ready: np.ndarray) -> None:
+        """The feed moved to its next row (``row`` / ``ready`` are that row: already in the matrix)."""
+        self.run = self._runs[self._feed.position]
+
+    def observation(self, state: np.ndarray) -> np.ndarray:
+        """The current observation (a reused buffer: copy it to keep it)."""
+        end = self._feed.position + 1
+        return build_observation(self._sub[end - self.window:end], state, self._obs)
 
 
 @dataclass(frozen=True)
@@ -231,9 +276,7 @@ def ready_runs(ready: np.ndarray) -> np.ndarray:
     >>> ready_runs(np.array([True, True, False, True])).tolist()
     [1, 2, 0, 1]
     """
-    out = np.zeros(ready.shape[0], dtype=np.int64)
-    run = 0
-    for i, ok in enumerate(ready.tolist()):
-        run = run + 1 if ok else 0
-        out[i] = run
-    return out
+    ok = np.asarray(ready, dtype=bool).reshape(-1)
+    index = np.arange(ok.shape[0], dtype=np.int64)
+    last_gap = np.maximum.accumulate(np.where(ok, -1, index)) if ok.size else index  # last row not ready so far
+    return np.where(ok, index - last_gap, 0).astype(np.int64)

@@ -180,6 +180,16 @@ class MatrixFeed:
         return self._i
 
     @property
+    def values(self) -> np.ndarray:
+        """The whole feature matrix (rows in bar order; read-only use)."""
+        return self._values
+
+    @property
+    def ready_matrix(self) -> np.ndarray:
+        """Readiness of every feature of every row (``ready`` is the current row's)."""
+        return self._ready
+
+    @property
     def ready(self) -> np.ndarray:
         return self._ready[self._i]
 
