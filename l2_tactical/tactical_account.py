@@ -255,7 +255,7 @@ class AccountSync:
         self.account, self.apply = account, apply
         self.adopted: AccountSnapshot | None = None   # the snapshot the mirror was last rebuilt from
         self.position = ""                            # the last L1 report the mirror reflects ("": none)
-        self.compared = self.mismatches = 0
+        self.compared = self.mismatches = self.dropped_early = 0
         self._reflected: frozenset[str] = frozenset()
         self._early: collections.deque[ExecutionReport] = collections.deque(maxlen=early_limit)
 
@@ -268,9 +268,10 @@ class AccountSync:
         """One L1 report: held back before the first snapshot, skipped when the adopted snapshot
         already reflects it, else applied. True when it changed the mirror's position in the stream."""
         if self.adopted is None:
-            if len(self._early) == self._early.maxlen:
-                log.warning("l2: %d reports held back and still no account snapshot from L1: dropping the oldest",
-                            len(self._early))
+            if len(self._early) == self._early.maxlen and not self.dropped_early:
+                log.warning("l2: %d reports held back and still no account snapshot from L1: dropping the oldest "
+                            "(the first comparable snapshot repairs the mirror)", len(self._early))
+            self.dropped_early += len(self._early) == self._early.maxlen
             self._early.append(report)
             return False
         if report.report_id in self._reflected or not self.apply(report):

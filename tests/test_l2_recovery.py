@@ -400,3 +400,16 @@ def test_adopting_a_book_that_agrees_changes_nothing_and_an_unprotected_position
     assert fresh.account.state.equity == pytest.approx(unprotected.equity())
     assert fresh.account.position_state(SYMBOL).unrealised_pnl == pytest.approx(
         0.003 * (bar.close - bar.open) / (unprotected.equity() - 0.003 * (bar.close - bar.open)))
+
+
+def test_reports_held_back_are_bounded_and_counted_when_no_snapshot_comes(caplog):
+    book = Book()
+    account, _ = mirror()
+    sync = AccountSync(account, account.apply_report, early_limit=2)
+    reports = [book.fill(i, Side.BUY, 0.001) for i in (10, 20, 30)]
+    with caplog.at_level("WARNING", logger="l2_tactical.tactical_account"):
+        for report in (*reports, *reports):
+            assert not sync.on_report(report)
+    assert sync.dropped_early == 4 and len(caplog.records) == 1 and "held back" in caplog.text
+    sync.on_snapshot(book.snapshot(), book.clock.now())     # the snapshot has all three: nothing applied twice
+    assert account.state.positions[SYMBOL].qty == pytest.approx(0.003) and account.stats.fills == 0
