@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -48,12 +48,8 @@ from l2_tactical.clock import Clock, SystemClock
 from l2_tactical.config import L2Config
 from l2_tactical.data.features import feature_set
 from l2_tactical.data.resample import TIMEFRAME_SECONDS, timeframe_ns
-from l2_tactical.ensemble.confidence_calc import composite_confidence
-from l2_tactical.ensemble.consensus_builder import SourceVote, compose_sources
-from l2_tactical.ensemble.performance import REGIME_FAVOURS
-from l2_tactical.ensemble.voting_strategy import NEUTRAL_BAND, direction_of, side_of
 from l2_tactical.errors import DataError
-from l2_tactical.finrl_models.ensemble_manager import EnsembleDecision, EnsembleManager
+from l2_tactical.finrl_models.ensemble_manager import EnsembleManager
 from l2_tactical.finrl_models.feature_processor import (
     FLAT,
     FeaturePlan,
@@ -64,60 +60,15 @@ from l2_tactical.finrl_models.feature_processor import (
     plan_features,
     ready_runs,
 )
-from l2_tactical.messages import SignalDirection, SignalSource, StrategicDecision, TacticalSignal
+from l2_tactical.messages import TacticalSignal
+from l2_tactical.signal_composite import Composer, Context, Decision, parse_regime
 from l2_tactical.technical.feature_updater import MatrixFeed, ohlcv_arrays
 from l2_tactical.technical.multi_timeframe import timeframe_consensus
 from l2_tactical.technical.signals import SourceCall, pattern_call, pattern_columns, technical_call
 
-_DIRECTIONS = {1: SignalDirection.LONG, -1: SignalDirection.SHORT, 0: SignalDirection.NEUTRAL}
+__all__ = ["Context", "Decision", "SignalGenerator", "infer_timeframe", "parse_regime"]
+
 _NS_TO_TF = {s * 1_000_000_000: tf for tf, s in TIMEFRAME_SECONDS.items()}
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """One bar's outcome for one symbol: the composite view and the signals that passed."""
-
-    symbol: str
-    timestamp: datetime  # the bar's close
-    price: float
-    exposure: float  # composite target exposure in [-1, 1], before filters
-    confidence: float
-    signals: tuple[TacticalSignal, ...]
-    ensemble: EnsembleDecision | None
-    reasons: tuple[str, ...] = ()
-
-    @property
-    def direction(self) -> SignalDirection:
-        return _DIRECTIONS[int(direction_of([self.exposure])[0])]
-
-    @property
-    def composite(self) -> TacticalSignal | None:
-        return next((s for s in self.signals if s.source is SignalSource.COMPOSITE), None)
-
-
-@dataclass(frozen=True, slots=True)
-class Context:
-    regime: str | None = None
-    strength: float = 1.0
-    preferred: bool | None = None
-
-
-def parse_regime(regime_context: Any, symbol: str) -> Context:
-    """L3's context: a mapping (seed 000: regime, strength, preferred_assets) or a StrategicDecision."""
-    if regime_context is None:
-        return Context()
-    if isinstance(regime_context, StrategicDecision):
-        return Context(regime_context.regime.value, regime_context.strength, symbol in regime_context.universe)
-    if not isinstance(regime_context, Mapping):
-        raise ValueError(f"regime_context={regime_context!r}: expected a mapping or a StrategicDecision")
-    regime = regime_context.get("regime")
-    if regime is not None and regime not in REGIME_FAVOURS:
-        raise ValueError(f"regime_context['regime']={regime!r}: not one of {sorted(REGIME_FAVOURS)}")
-    strength = float(regime_context.get("strength", 1.0))
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"regime_context['strength']={strength!r}: must be in [0, 1]")
-    assets = regime_context.get("preferred_assets")
-    return Context(regime, strength, None if assets is None else symbol in assets)
 
 
 @dataclass
@@ -145,7 +96,7 @@ class SignalGenerator:
         timeframe_ns(self.timeframe)
         self._plans: dict[str, FeaturePlan] = {}
         self._states: dict[str, _State] = {}
-        self._expiry = timedelta(minutes=config.signals.signal_expiry_minutes)
+        self._composer = Composer(config)
         self._vectors: dict[tuple, np.ndarray] = {}
         self._feeds: dict[str, tuple[str, MatrixFeed]] = {}
         self._pattern_columns: dict[str, tuple[tuple[str, str], ...]] = {}
@@ -257,7 +208,7 @@ class SignalGenerator:
             values = dict(zip(state.plan.names, row.tolist(), strict=True))
             tech, patt = self._technical(state, symbol, values, close, when)
             state.prev_row = values
-        return self._compose(symbol, when, close, ens, tech, patt, ctx)
+        return self._composer.compose(symbol, when, close, ens, tech, patt, ctx)
 
     def _record(self, state: _State, close: float) -> None:
         if state.prev_close is not None and state.last_votes:
@@ -277,85 +228,6 @@ class SignalGenerator:
         if columns is None:
             columns = self._pattern_columns[base] = pattern_columns(state.plan.names, base)
         return tech, pattern_call(values, timeframe=base, columns=columns)
-
-    # ------------------------------------------------------------------ composite, filters, conflicts
-    def _compose(self, symbol: str, when: datetime, close: float, ens: EnsembleDecision,
-                 tech: SourceCall | None, patt: SourceCall | None, ctx: Context) -> Decision:
-        cfg, reasons = self.config, []
-        ai_ok = ens.answered > 0
-        agreeing = ens.consensus >= cfg.ensemble.consensus_threshold
-        votes: list[SourceVote] = []
-        if ai_ok:
-            votes.append(SourceVote("ai_model", ens.exposure if agreeing else 0.0, ens.confidence if agreeing else 0.0,
-                                    cfg.signals.ai_model_weight))
-        for label, sig, w in (("technical", tech, cfg.signals.technical_weight),
-                              ("pattern", patt, cfg.signals.pattern_weight)):
-            votes.append(SourceVote(label, sig.exposure if sig else 0.0, sig.confidence if sig else 0.0, w))
-        comp = compose_sources(votes)
-        conf = composite_confidence([v.confidence for v in votes], comp.agreement, [v.weight for v in votes],
-                                    coverage=1.0)
-        cands = self._candidates(ens if ai_ok else None, tech, patt, comp.exposure, conf)
-        kept: list[tuple[SignalSource, float, float, SourceCall | None]] = []
-        for src, e, c, failed, sig in cands:
-            if side_of(e, NEUTRAL_BAND) == 0:
-                continue
-            if failed:
-                reasons.append(f"{src.value} dropped: {failed}")
-            else:
-                kept.append((src, e, c, sig))
-        kept = _resolve_conflicts(kept, comp.exposure, reasons)
-        ens_meta = ens.to_metadata() if ai_ok and any(sig is None for *_, sig in kept) else None
-        signals = tuple(sig.to_signal(symbol, close, when, self._expiry) if sig is not None else self._signal(
-            symbol, src, e, c, close, when, ens_meta if src is SignalSource.AI_MODEL
-            else self._composite_meta(ens, ens_meta, votes, comp, ctx, reasons)) for src, e, c, sig in kept)
-        return Decision(symbol, when, close, comp.exposure, conf, signals, ens if ai_ok else None, tuple(reasons))
-
-    def _candidates(self, ens: EnsembleDecision | None, tech: SourceCall | None, patt: SourceCall | None,
-                    comp_exposure: float, conf: float) -> list[tuple[SignalSource, float, float, str,
-                                                                      SourceCall | None]]:
-        """(source, exposure, confidence, failed quality filters, ready-made signal or None) per source."""
-        cfg = self.config
-        s = cfg.signals.min_signal_strength
-        cands: list[tuple[SignalSource, float, float, str, SourceCall | None]] = []
-        if ens is not None:
-            cands.append((SignalSource.AI_MODEL, ens.exposure, ens.confidence, _failed(
-                ("strength", abs(ens.exposure), "min_signal_strength", s),
-                ("confidence", ens.confidence, "prediction_threshold", cfg.ai_model.prediction_threshold),
-                ("consensus", ens.consensus, "consensus_threshold", cfg.ensemble.consensus_threshold)), None))
-        for sig in (tech, patt):
-            if sig is not None:
-                cands.append((sig.source, sig.exposure, sig.confidence,
-                              _failed(("strength", sig.strength, "min_signal_strength", s)), sig))
-        cands.append((SignalSource.COMPOSITE, comp_exposure, conf, _failed(
-            ("strength", abs(comp_exposure), "min_signal_strength", s),
-            ("confidence", conf, "confidence_threshold", cfg.ensemble.confidence_threshold)), None))
-        return cands
-
-    @staticmethod
-    def _composite_meta(ens: EnsembleDecision, ens_meta: dict[str, Any] | None, votes: list[SourceVote],
-                        comp: Any, ctx: Context, reasons: list[str]) -> dict[str, Any]:
-        status = ("ok" if not ens.degraded else "degraded") if ens_meta is not None else \
-            "unavailable: technical + pattern only"
-        meta: dict[str, Any] = {
-            "ai_status": status, "regime": ctx.regime, "regime_strength": ctx.strength,
-            "preferred_asset": ctx.preferred, "source_agreement": round(comp.consensus, 6),
-            "sources": {v.source: {"exposure": round(v.exposure, 6), "confidence": round(v.confidence, 6),
-                                   "weight": v.weight} for v in votes},
-            "filtered": list(reasons),
-        }
-        if ens_meta is not None:  # the summary; the AI_MODEL signal carries every vote
-            meta["ensemble"] = {k: ens_meta[k] for k in ("ensemble_exposure", "ensemble_confidence", "consensus",
-                                                         "coverage", "voting", "degraded")}
-        else:
-            meta["ai_reasons"] = list(ens.degraded)
-        return meta
-
-    def _signal(self, symbol: str, source: SignalSource, exposure: float, confidence: float, close: float,
-                when: datetime, metadata: dict[str, Any] | None) -> TacticalSignal:
-        d = side_of(exposure, NEUTRAL_BAND)
-        return TacticalSignal(symbol=symbol, direction=_DIRECTIONS[d], strength=round(min(1.0, abs(exposure)), 6),
-                              confidence=round(min(1.0, max(0.0, confidence)), 6), price=close, timestamp=when,
-                              source=source, metadata=metadata or {}, expires_at=when + self._expiry)
 
     # ------------------------------------------------------------------ state
     def _plan(self, base: str) -> FeaturePlan:
@@ -393,26 +265,6 @@ class SignalGenerator:
                 self._vectors.clear()
             vec = self._vectors[key] = pos.vector(scale)
         return vec
-
-
-def _failed(*tests: tuple[str, float, str, float]) -> str:
-    """``"strength 0.21 < min_signal_strength 0.3; ..."`` for the failed (what, value, name, limit) tests."""
-    return "; ".join(f"{what} {value:.2f} < {name} {limit}" for what, value, name, limit in tests if value < limit)
-
-
-def _resolve_conflicts(kept: list[tuple], composite_exposure: float, reasons: list[str]) -> list[tuple]:
-    """Keep only the composite's side when both LONG and SHORT candidates survived the filters."""
-    sides = {side_of(e, NEUTRAL_BAND) for _, e, _, _ in kept}
-    if len(sides) < 2:
-        return kept
-    comp_passed = any(src is SignalSource.COMPOSITE for src, *_ in kept)
-    winner = side_of(composite_exposure, NEUTRAL_BAND) if comp_passed else None
-    out = [k for k in kept if side_of(k[1], NEUTRAL_BAND) == winner]
-    for src, e, _, _ in kept:
-        if side_of(e, NEUTRAL_BAND) != winner:
-            why = f"composite is {_DIRECTIONS[winner].value}" if winner is not None else "no composite passed"
-            reasons.append(f"conflict: {src.value} {_DIRECTIONS[side_of(e, NEUTRAL_BAND)].value} overruled ({why})")
-    return out
 
 
 def infer_timeframe(market_data: Any) -> str:

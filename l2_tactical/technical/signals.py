@@ -48,6 +48,9 @@ class TechnicalRules:
     consensus_weight: float = 1.0
 
 
+_DEFAULT_RULES = TechnicalRules()
+
+
 def _get(row: Row, kind: str, timeframe: str) -> float | None:
     value = row.get(f"{kind}@{timeframe}")
     return None if value is None else float(value)
@@ -102,14 +105,23 @@ def _trend_vote(row: Row, tf: str, r: TechnicalRules, why: dict[str, Any]) -> fl
 
 
 def _combine(votes: dict[str, tuple[float, float]]) -> tuple[int, float, float]:
-    """(direction, strength, confidence) from ``{rule: (vote, weight)}``."""
-    total_w = sum(w for _, w in votes.values())
+    """(direction, strength, confidence) from ``{rule: (vote, weight)}``.
+
+    The sums run left to right from 0 in the rules' order (as ``sum()`` adds floats).
+    """
+    total_w = weighted = mass = 0.0
+    for v, w in votes.values():
+        total_w += w
+        weighted += v * w
+        mass += abs(v) * w
     if total_w <= 0:
         return 0, 0.0, 0.0
-    score = sum(v * w for v, w in votes.values()) / total_w
+    score = weighted / total_w
     direction = 0 if score == 0 else (1 if score > 0 else -1)
-    mass = sum(abs(v) * w for v, w in votes.values())
-    agree = sum(abs(v) * w for v, w in votes.values() if v * direction > 0)
+    agree = 0.0
+    for v, w in votes.values():
+        if v * direction > 0:
+            agree += abs(v) * w
     return direction, min(1.0, abs(score)), (agree / mass if mass > 0 else 0.0)
 
 
@@ -178,7 +190,7 @@ def technical_call(
     rules: TechnicalRules | None = None,
 ) -> SourceCall | None:
     """:func:`technical_signal` as numbers (no message built)."""
-    r = rules or TechnicalRules()
+    r = rules or _DEFAULT_RULES
     why: dict[str, Any] = {"timeframe": timeframe}
     candidates = {
         "rsi": (_rsi_vote(row, timeframe, r, why), r.rsi_weight),

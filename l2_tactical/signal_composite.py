@@ -1,0 +1,213 @@
+"""One bar's decision out of its sources: the composite vote, the quality filters, the conflicts.
+
+:class:`Composer` holds the thresholds and weights of an :class:`~l2_tactical.config.L2Config`
+and turns the ensemble's vote and the technical / pattern calls of a bar into a :class:`Decision`
+(the rules are steps 4-6 of :mod:`l2_tactical.signal_generator`'s docstring). Also here: the
+:class:`Decision` and the L3 context (:class:`Context`, :func:`parse_regime`) a bar is decided in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from l2_tactical.config import L2Config
+from l2_tactical.ensemble.consensus_builder import Consensus, consensus_and_confidence
+from l2_tactical.ensemble.performance import REGIME_FAVOURS
+from l2_tactical.ensemble.voting_strategy import NEUTRAL_BAND, direction_of, side_of
+from l2_tactical.finrl_models.ensemble_manager import EnsembleDecision
+from l2_tactical.messages import SignalDirection, SignalSource, StrategicDecision, TacticalSignal
+from l2_tactical.technical.signals import SourceCall
+
+_DIRECTIONS = {1: SignalDirection.LONG, -1: SignalDirection.SHORT, 0: SignalDirection.NEUTRAL}
+_SOURCES = ("ai_model", "technical", "pattern")
+
+Candidate = tuple[SignalSource, float, float, str, SourceCall | None]  # source, exposure, confidence, failed, call
+Kept = tuple[SignalSource, float, float, SourceCall | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One bar's outcome for one symbol: the composite view and the signals that passed."""
+
+    symbol: str
+    timestamp: datetime  # the bar's close
+    price: float
+    exposure: float  # composite target exposure in [-1, 1], before filters
+    confidence: float
+    signals: tuple[TacticalSignal, ...]
+    ensemble: EnsembleDecision | None
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def direction(self) -> SignalDirection:
+        return _DIRECTIONS[int(direction_of([self.exposure])[0])]
+
+    @property
+    def composite(self) -> TacticalSignal | None:
+        return next((s for s in self.signals if s.source is SignalSource.COMPOSITE), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    regime: str | None = None
+    strength: float = 1.0
+    preferred: bool | None = None
+
+
+_NO_CONTEXT = Context()
+
+
+def parse_regime(regime_context: Any, symbol: str) -> Context:
+    """L3's context: a mapping (seed 000: regime, strength, preferred_assets) or a StrategicDecision."""
+    if regime_context is None:
+        return _NO_CONTEXT
+    if isinstance(regime_context, StrategicDecision):
+        return Context(regime_context.regime.value, regime_context.strength, symbol in regime_context.universe)
+    if not isinstance(regime_context, Mapping):
+        raise ValueError(f"regime_context={regime_context!r}: expected a mapping or a StrategicDecision")
+    regime = regime_context.get("regime")
+    if regime is not None and regime not in REGIME_FAVOURS:
+        raise ValueError(f"regime_context['regime']={regime!r}: not one of {sorted(REGIME_FAVOURS)}")
+    strength = float(regime_context.get("strength", 1.0))
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"regime_context['strength']={strength!r}: must be in [0, 1]")
+    assets = regime_context.get("preferred_assets")
+    return Context(regime, strength, None if assets is None else symbol in assets)
+
+
+@dataclass(frozen=True, slots=True)
+class _Votes:
+    """The sources' votes in the composite (a silent source votes 0 with confidence 0)."""
+
+    labels: list[str]
+    exposures: list[float]
+    confidences: list[float]
+    weights: list[float]
+    consensus: Consensus
+
+
+class Composer:
+    """Composite, quality filters and conflicts of one bar (see the module docstring)."""
+
+    def __init__(self, config: L2Config) -> None:
+        s = config.signals
+        self.weights = (s.ai_model_weight, s.technical_weight, s.pattern_weight)
+        self.min_strength = s.min_signal_strength
+        self.prediction_threshold = config.ai_model.prediction_threshold
+        self.consensus_threshold = config.ensemble.consensus_threshold
+        self.confidence_threshold = config.ensemble.confidence_threshold
+        self.expiry = timedelta(minutes=s.signal_expiry_minutes)
+
+    def compose(self, symbol: str, when: datetime, close: float, ens: EnsembleDecision, tech: SourceCall | None,
+                patt: SourceCall | None, ctx: Context) -> Decision:
+        """The bar's Decision: composite = weighted vote of the sources, then filters and conflicts."""
+        ai_ok = ens.answered > 0
+        votes, conf = self._vote(ens if ai_ok else None, tech, patt)
+        comp = votes.consensus
+        reasons: list[str] = []
+        kept: list[Kept] = []
+        for src, e, c, failed, sig in self._candidates(ens if ai_ok else None, tech, patt, comp.exposure, conf):
+            if side_of(e, NEUTRAL_BAND) == 0:
+                continue
+            if failed:
+                reasons.append(f"{src.value} dropped: {failed}")
+            else:
+                kept.append((src, e, c, sig))
+        kept = resolve_conflicts(kept, comp.exposure, reasons)
+        ens_meta = ens.to_metadata() if ai_ok and any(sig is None for *_, sig in kept) else None
+        signals = tuple(sig.to_signal(symbol, close, when, self.expiry) if sig is not None else self._signal(
+            symbol, src, e, c, close, when, ens_meta if src is SignalSource.AI_MODEL
+            else composite_metadata(ens, ens_meta, votes, ctx, reasons)) for src, e, c, sig in kept)
+        return Decision(symbol, when, close, comp.exposure, conf, signals, ens if ai_ok else None, tuple(reasons))
+
+    def _vote(self, ens: EnsembleDecision | None, tech: SourceCall | None, patt: SourceCall | None
+              ) -> tuple[_Votes, float]:
+        """The sources' votes, their consensus (weighted vote) and the composite confidence (full coverage)."""
+        w_ai, w_tech, w_patt = self.weights
+        if ens is not None:
+            agreeing = ens.consensus >= self.consensus_threshold
+            labels = list(_SOURCES)
+            e = [ens.exposure if agreeing else 0.0]
+            c = [ens.confidence if agreeing else 0.0]
+            w = [w_ai, w_tech, w_patt]
+        else:
+            labels, e, c, w = list(_SOURCES[1:]), [], [], [w_tech, w_patt]
+        for sig in (tech, patt):
+            e.append(sig.exposure if sig is not None else 0.0)
+            c.append(sig.confidence if sig is not None else 0.0)
+        # every source counts in the composite's weight: coverage 1 (compose_sources + composite_confidence)
+        consensus, _, conf = consensus_and_confidence(e, c, w, w, "weighted")
+        return _Votes(labels, e, c, w, consensus), conf
+
+    def _candidates(self, ens: EnsembleDecision | None, tech: SourceCall | None, patt: SourceCall | None,
+                    comp_exposure: float, conf: float) -> list[Candidate]:
+        """(source, exposure, confidence, failed quality filters, ready-made call or None) per source."""
+        s = self.min_strength
+        cands: list[Candidate] = []
+        if ens is not None:
+            cands.append((SignalSource.AI_MODEL, ens.exposure, ens.confidence, failed_filters(
+                ("strength", abs(ens.exposure), "min_signal_strength", s),
+                ("confidence", ens.confidence, "prediction_threshold", self.prediction_threshold),
+                ("consensus", ens.consensus, "consensus_threshold", self.consensus_threshold)), None))
+        for sig in (tech, patt):
+            if sig is not None:
+                cands.append((sig.source, sig.exposure, sig.confidence,
+                              failed_filters(("strength", sig.strength, "min_signal_strength", s)), sig))
+        cands.append((SignalSource.COMPOSITE, comp_exposure, conf, failed_filters(
+            ("strength", abs(comp_exposure), "min_signal_strength", s),
+            ("confidence", conf, "confidence_threshold", self.confidence_threshold)), None))
+        return cands
+
+    def _signal(self, symbol: str, source: SignalSource, exposure: float, confidence: float, close: float,
+                when: datetime, metadata: dict[str, Any] | None) -> TacticalSignal:
+        d = side_of(exposure, NEUTRAL_BAND)
+        return TacticalSignal(symbol=symbol, direction=_DIRECTIONS[d], strength=round(min(1.0, abs(exposure)), 6),
+                              confidence=round(min(1.0, max(0.0, confidence)), 6), price=close, timestamp=when,
+                              source=source, metadata=metadata or {}, expires_at=when + self.expiry)
+
+
+def composite_metadata(ens: EnsembleDecision, ens_meta: dict[str, Any] | None, votes: _Votes, ctx: Context,
+                       reasons: list[str]) -> dict[str, Any]:
+    """The COMPOSITE signal's metadata: AI status, L3 context, each source's vote, what was filtered."""
+    status = ("ok" if not ens.degraded else "degraded") if ens_meta is not None else \
+        "unavailable: technical + pattern only"
+    meta: dict[str, Any] = {
+        "ai_status": status, "regime": ctx.regime, "regime_strength": ctx.strength,
+        "preferred_asset": ctx.preferred, "source_agreement": round(votes.consensus.consensus, 6),
+        "sources": {label: {"exposure": round(e, 6), "confidence": round(c, 6), "weight": w}
+                    for label, e, c, w in zip(votes.labels, votes.exposures, votes.confidences, votes.weights,
+                                              strict=True)},
+        "filtered": list(reasons),
+    }
+    if ens_meta is not None:  # the summary; the AI_MODEL signal carries every vote
+        meta["ensemble"] = {k: ens_meta[k] for k in ("ensemble_exposure", "ensemble_confidence", "consensus",
+                                                     "coverage", "voting", "degraded")}
+    else:
+        meta["ai_reasons"] = list(ens.degraded)
+    return meta
+
+
+def failed_filters(*tests: tuple[str, float, str, float]) -> str:
+    """``"strength 0.21 < min_signal_strength 0.3; ..."`` for the failed (what, value, name, limit) tests."""
+    failed = [t for t in tests if t[1] < t[3]]
+    if not failed:
+        return ""
+    return "; ".join(f"{what} {value:.2f} < {name} {limit}" for what, value, name, limit in failed)
+
+
+def resolve_conflicts(kept: list[Kept], composite_exposure: float, reasons: list[str]) -> list[Kept]:
+    """Keep only the composite's side when both LONG and SHORT candidates survived the filters."""
+    sides = {side_of(e, NEUTRAL_BAND) for _, e, _, _ in kept}
+    if len(sides) < 2:
+        return kept
+    comp_passed = any(src is SignalSource.COMPOSITE for src, *_ in kept)
+    winner = side_of(composite_exposure, NEUTRAL_BAND) if comp_passed else None
+    out = [k for k in kept if side_of(k[1], NEUTRAL_BAND) == winner]
+    for src, e, _, _ in kept:
+        if side_of(e, NEUTRAL_BAND) != winner:
+            why = f"composite is {_DIRECTIONS[winner].value}" if winner is not None else "no composite passed"
+            reasons.append(f"conflict: {src.value} {_DIRECTIONS[side_of(e, NEUTRAL_BAND)].value} overruled ({why})")
+    return out
