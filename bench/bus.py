@@ -45,12 +45,20 @@ from l2_tactical.bus import MessageBus, Topic, open_bus  # noqa: E402
 from l2_tactical.bus_adapter import L2BusAdapter  # noqa: E402
 from l2_tactical.clock import SimulatedClock  # noqa: E402
 from l2_tactical.config import L2Config  # noqa: E402
-from l2_tactical.messages import ExecutionReport, ExecutionStatus, Message, OrderIntent, Side  # noqa: E402
+from l2_tactical.messages import (  # noqa: E402
+    AccountSnapshot,
+    ExecutionReport,
+    ExecutionStatus,
+    Message,
+    OrderIntent,
+    Side,
+)
 from l2_tactical.tactical_loop import TacticalLoop  # noqa: E402
 
 TARGET_P99_MS, TARGET_RATE = 5.0, 2000.0
 DATA = ROOT / "data" / "BTCUSDT-1m.csv.gz"
 QTY = 0.001
+L1_CASH = 10_000_000.0
 
 
 def real_bars(n: int) -> list[Bar]:
@@ -88,13 +96,16 @@ class BenchL1(L1BusAdapter):
 
 
 class EchoL1:
-    """``--l1 echo``: answers every order with a FILLED report at its price (the bus alone)."""
+    """``--l1 echo``: answers every order with a FILLED report at its price (the bus alone). At start it
+    publishes one empty AccountSnapshot, as a real L1 does, so that L2 syncs and applies the reports."""
 
-    def __init__(self, bus: MessageBus, cpu: Any = None) -> None:
-        self.bus, self.cpu = bus, cpu
+    def __init__(self, bus: MessageBus, cpu: Any = None, *, when: Any, cash: float) -> None:
+        self.bus, self.cpu, self.when, self.cash = bus, cpu, when, cash
 
     async def start(self) -> None:
         await self.bus.subscribe(Topic.L2_ORDERS, self._on_order, dedup=False, drop_expired=False)
+        await self.bus.publish(Topic.L1_ACCOUNT, AccountSnapshot(sender="l1", timestamp=self.when, quote_asset="USDT",
+                                                                 cash=self.cash))
 
     async def _on_order(self, m: Message) -> None:
         assert isinstance(m, OrderIntent)
@@ -129,9 +140,9 @@ def make_l1(url: str, prefix: str, bars: list[Bar], l1: str, journal: JournalSpe
     bus = open_bus(url, prefix=prefix, group="l1", consumer="l1-1", max_deliveries=5, clock=clock,
                    block_seconds=1.0, batch=256)
     if l1 == "echo":
-        return bus, EchoL1(bus, cpu)
+        return bus, EchoL1(bus, cpu, when=bars[0].open_time, cash=L1_CASH)
     executor = PaperExecutor.from_config(L2Config.default(), journal=Journal(journal.url(), sync=journal.sync),
-                                         clock=clock, initial_balances={"USDT": 10_000_000.0})
+                                         clock=clock, initial_balances={"USDT": L1_CASH})
     return bus, BenchL1(bus, executor, bars=bars, cpu=cpu, heartbeat_seconds=3600.0, advance_clock=True)
 
 
@@ -162,7 +173,7 @@ class L2Side:
         self.bus = open_bus(url, prefix=prefix, group="l2", consumer="l2-1", max_deliveries=5, clock=self.clock,
                             block_seconds=1.0, batch=256)
         self.adapter = L2BusAdapter(self.bus, TacticalLoop(cfg, _NoSignals(), clock=self.clock,
-                                                           initial_cash=10_000_000.0))
+                                                           initial_cash=L1_CASH))
         self.waiting: dict[str, asyncio.Future[float]] = {}
         original = self.adapter._on_report
 
