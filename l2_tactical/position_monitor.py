@@ -118,13 +118,17 @@ def add_to_position(position: Position, qty: float, price: float) -> Position | 
 
 def track_excursions(position: Position, bar: Bar) -> Position:
     """MAE / MFE (per unit, price) updated with the bar's extremes; last price = close."""
+    mae, mfe = _excursions(position, bar)
+    return dataclasses.replace(position, mae=mae, mfe=mfe, last_price=bar.close)
+
+
+def _excursions(position: Position, bar: Bar) -> tuple[float, float]:
+    """The position's (MAE, MFE) once ``bar`` is included."""
     if position.side > 0:
         adverse, favourable = position.entry_price - bar.low, bar.high - position.entry_price
     else:
         adverse, favourable = bar.high - position.entry_price, position.entry_price - bar.low
-    return dataclasses.replace(
-        position, mae=max(position.mae, adverse, 0.0), mfe=max(position.mfe, favourable, 0.0), last_price=bar.close
-    )
+    return max(position.mae, adverse, 0.0), max(position.mfe, favourable, 0.0)
 
 
 def monitor_position(
@@ -134,7 +138,9 @@ def monitor_position(
     excursions and the new (trailed) stop. Returns ``(position, exit)`` where ``exit`` is
     ``(level, STOP_LOSS_HIT | TAKE_PROFIT_HIT)`` when the bar left the position."""
     hit = stop_exit(position.side, position.stop_loss, position.take_profit, bar.open, bar.high, bar.low)
-    tracked = track_excursions(position, bar)
     if hit is not None:
-        return tracked, hit
-    return dataclasses.replace(tracked, stop_loss=update_stop(tracked, bar, risk, atr=atr)), None
+        return track_excursions(position, bar), hit
+    # the stop trails from the position's levels, which the excursions do not change: one new position
+    stop = update_stop(position, bar, risk, atr=atr)
+    mae, mfe = _excursions(position, bar)
+    return dataclasses.replace(position, mae=mae, mfe=mfe, last_price=bar.close, stop_loss=stop), None

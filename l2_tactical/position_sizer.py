@@ -50,6 +50,7 @@ from l2_tactical.messages import PositionSize, ReasonCode, TacticalSignal
 _TF_MINUTES = {"m": 1, "h": 60, "d": 1440, "w": 10080}
 MINUTES_PER_YEAR = 365.0 * 24 * 60  # crypto trades around the clock
 _add_reduce = np.add.reduce
+_BARS_PER_YEAR: dict[str, float] = {}  # timeframes already parsed
 
 
 # --------------------------------------------------------------- market statistics
@@ -61,10 +62,14 @@ def bars_per_year(timeframe: str) -> float:
     >>> bars_per_year("1h")
     8760.0
     """
+    known = _BARS_PER_YEAR.get(timeframe) if type(timeframe) is str else None
+    if known is not None:
+        return known
     unit = timeframe[-1:]
     if unit not in _TF_MINUTES or not timeframe[:-1].isdigit() or int(timeframe[:-1]) <= 0:
         raise ValueError(f"timeframe={timeframe!r}: expected e.g. '1m', '15m', '1h', '1d'")
-    return MINUTES_PER_YEAR / (int(timeframe[:-1]) * _TF_MINUTES[unit])
+    bars = _BARS_PER_YEAR[timeframe] = MINUTES_PER_YEAR / (int(timeframe[:-1]) * _TF_MINUTES[unit])
+    return bars
 
 
 def bar_volatility(close: np.ndarray) -> float:
@@ -263,8 +268,10 @@ def size_components(inputs: SizingInputs, sizing: Any, risk: Any) -> dict[str, f
     kelly = kelly_risk_fraction(inputs.win_probability, payoff, sizing.kelly_fraction) * inputs.equity / stop_frac
     parity = math.inf
     if math.isfinite(inputs.volatility) and inputs.volatility > 0:
-        w = risk_parity_weights([*inputs.other_volatilities, inputs.volatility])
-        parity = risk.exposure_limit * inputs.equity * float(w[-1])
+        # alone, the new position's inverse-volatility share is vol / vol = 1 exactly
+        share = float(risk_parity_weights([*inputs.other_volatilities, inputs.volatility])[-1]) \
+            if inputs.other_volatilities else 1.0
+        parity = risk.exposure_limit * inputs.equity * share
     return {
         "kelly": kelly,
         "vol_target": vol_target_notional(inputs.equity, sizing.target_volatility, inputs.volatility),

@@ -101,28 +101,30 @@ class _History:
     def __init__(self, capacity: int) -> None:
         self.capacity, self.n = capacity, 0
         self.ts = np.zeros(2 * capacity, dtype=np.int64)
-        self.ohlc = np.zeros((4, 2 * capacity), dtype=np.float64)
+        self.cols = tuple(np.zeros(2 * capacity, dtype=np.float64) for _ in range(4))  # open, high, low, close
         self._bars: Bars | None = None  # views of the current bars, until the next push
 
     def push(self, ts_ns: int, o: float, h: float, lo: float, c: float) -> None:
         self._bars = None
-        if self.n == self.ts.shape[0]:
+        n = self.n
+        if n == self.ts.shape[0]:
             keep = self.capacity - 1
-            self.ts[:keep] = self.ts[self.n - keep:self.n]
-            self.ohlc[:, :keep] = self.ohlc[:, self.n - keep:self.n]
-            self.n = keep
-        self.ts[self.n] = ts_ns
-        self.ohlc[:, self.n] = (o, h, lo, c)
-        self.n += 1
+            for arr in (self.ts, *self.cols):
+                arr[:keep] = arr[n - keep:n]
+            n = keep
+        self.ts[n] = ts_ns
+        co, ch, cl, cc = self.cols
+        co[n], ch[n], cl[n], cc[n] = o, h, lo, c
+        self.n = n + 1
 
     def bars(self, timeframe: str) -> Bars:
         """The last ``capacity`` bars (one Bars object per push, so measures taken on it are shared)."""
         got = self._bars
         if got is None or got.timeframe != timeframe:
-            i = max(0, self.n - self.capacity)
-            o, h, lo, c = self.ohlc[:, i:self.n]
-            got = self._bars = Bars(timeframe=timeframe, timestamps=self.ts[i:self.n], open=o, high=h, low=lo,
-                                    close=c)
+            i, n = max(0, self.n - self.capacity), self.n
+            co, ch, cl, cc = self.cols
+            got = self._bars = Bars(timeframe=timeframe, timestamps=self.ts[i:n], open=co[i:n], high=ch[i:n],
+                                    low=cl[i:n], close=cc[i:n])
         return got
 
 

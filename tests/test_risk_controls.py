@@ -173,6 +173,28 @@ def test_position_monitor_exits_at_the_stop_through_the_simulator():
     assert exit_[0] == (bar.open if bar.open <= stop_before else stop_before)  # gap: the open, else the stop
 
 
+def test_position_monitor_equals_excursions_then_trailed_stop_on_real_bars():
+    # monitor_position builds the moved position in one step: the same as tracking the excursions, then
+    # trailing the stop of the tracked position (long and short, with and without an ATR)
+    from l2_tactical.stops import update_stop
+
+    w = bars("2020-03-10", "2020-03-20")
+    for qty, stop_pct in ((0.1, 0.9), (-0.1, 1.1)):
+        for atr in (None, 150.0):
+            entry = w.close.iloc[0]
+            p = open_position("BTCUSDT", qty, entry, stop_loss=entry * stop_pct, opened_at=T0)
+            for i in range(1, len(w)):
+                b = as_bar(w.iloc[i])
+                moved, hit = monitor_position(p, b, RISK, atr=atr)
+                tracked = track_excursions(p, b)
+                expected = tracked if hit is not None else dataclasses.replace(
+                    tracked, stop_loss=update_stop(tracked, b, RISK, atr=atr))
+                assert moved == expected
+                if hit is not None:
+                    break
+                p = moved
+
+
 # ------------------------------------------------------------------ risk state
 
 
