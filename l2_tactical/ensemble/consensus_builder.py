@@ -84,12 +84,22 @@ def _plain_votes(exposures: ArrayLike, confidences: ArrayLike, weights: ArrayLik
     """True for lists of plain floats that :func:`combine_votes` accepts as they are (exposures in [-1, 1],
     finite weights >= 0, equal lengths; confidences in [0, 1] when they are used). Anything else takes
     the general path, which converts or raises its errors."""
-    if not (type(exposures) is list and type(weights) is list and len(exposures) == len(weights)
-            and all(type(e) is float and -1.0 <= e <= 1.0 for e in exposures)
-            and all(type(w) is float and 0.0 <= w < math.inf for w in weights)):
+    if type(exposures) is not list or type(weights) is not list or len(exposures) != len(weights):
         return False
-    return strategy == "weighted" or (type(confidences) is list and len(confidences) == len(weights)
-                                      and all(type(c) is float and 0.0 <= c <= 1.0 for c in confidences))
+    for e in exposures:
+        if type(e) is not float or not -1.0 <= e <= 1.0:
+            return False
+    for w in weights:
+        if type(w) is not float or not 0.0 <= w < math.inf:
+            return False
+    if strategy == "weighted":
+        return True
+    if type(confidences) is not list or len(confidences) != len(weights):
+        return False
+    for c in confidences:
+        if type(c) is not float or not 0.0 <= c <= 1.0:
+            return False
+    return True
 
 
 def _fast_consensus(e: list[float], c: list[float], w: list[float], strategy: str) -> Consensus:
@@ -103,7 +113,10 @@ def _fast_consensus(e: list[float], c: list[float], w: list[float], strategy: st
     exposure = min(1.0, max(-1.0, voted))
     band = NEUTRAL_BAND
     r = 0 if abs(exposure) < band else (1 if exposure > 0 else -1)
-    agree = [_agree(0 if abs(x) < band else (1 if x > 0 else -1), r) for x in e]
+    agree = []
+    for x in e:  # _agree of each voter's side with the result's
+        d = 0 if abs(x) < band else (1 if x > 0 else -1)
+        agree.append(1.0 if d == r else (0.5 if (d == 0) != (r == 0) else 0.0))
     total = share_total if strategy == "weighted" else math.fsum(w)
     consensus = math.fsum([wi * a for wi, a in zip(w, agree, strict=True)]) / total if total > 0 else 0.0
     return Consensus(exposure=exposure, consensus=consensus, agreement=tuple(agree), strategy=strategy)
@@ -117,15 +130,15 @@ def consensus_and_confidence(exposures: list[float], confidences: list[float], w
     Plain, in-range float lists take the inlined path (the same operations); anything else goes
     through the general functions and their errors.
     """
-    plain = strategy in _FAST and _plain_votes(exposures, confidences, weights, strategy) and \
-        type(configured) is list and all(type(x) is float for x in configured)
+    plain = strategy in _FAST and _plain_votes(exposures, confidences, weights, strategy) and (
+        configured is weights or (type(configured) is list and all(type(x) is float for x in configured)))
     if not plain:
         cons = build_consensus(exposures, confidences, weights, strategy)
         cover = coverage(weights, configured)
         return cons, cover, composite_confidence(confidences, cons.agreement, weights, coverage=cover)
     cons = _fast_consensus(exposures, confidences, weights, strategy)
-    configured_total = math.fsum(configured)
     total = math.fsum(weights)
+    configured_total = total if configured is weights else math.fsum(configured)
     cover = 0.0 if configured_total <= 0 else min(1.0, max(0.0, total / configured_total))
     if total <= 0:
         return cons, cover, 0.0

@@ -49,6 +49,7 @@ from l2_tactical.finrl_models.fast_policy import (
 from l2_tactical.finrl_models.feature_processor import HOLDING_SCALE_BARS, infer_window
 
 Policy = Callable[[np.ndarray], tuple[float, float]]
+Answer = tuple[str, float, float, str]  # a specialist's status, exposure, confidence, detail
 CACHE_SIZE = 4096
 _ANSWERED = ("ok", "cached")  # the statuses of a specialist that voted
 
@@ -279,27 +280,32 @@ class EnsembleManager:
     # ------------------------------------------------------------------ inference
     def ask(self, name: str, obs: np.ndarray | None, key: tuple | None = None) -> SpecialistVote:
         """One specialist's answer, or why there is none."""
+        status, exposure, confidence, detail = self._answer(name, obs, key)
+        return SpecialistVote(name, status, exposure, confidence, detail=detail)
+
+    def _answer(self, name: str, obs: np.ndarray | None, key: tuple | None) -> Answer:
+        """:meth:`ask` as ``(status, exposure, confidence, detail)``."""
         spec = self.specialists.get(name)
         if spec is None:
-            return SpecialistVote(name, "missing", detail=self.unavailable.get(name, "not loaded"))
+            return "missing", 0.0, 0.0, self.unavailable.get(name, "not loaded")
         if obs is None:
-            return SpecialistVote(name, "missing", detail="no observation (features warming up)")
+            return "missing", 0.0, 0.0, "no observation (features warming up)"
         now = self.clock.monotonic()
         if key is not None and self.cache_ttl > 0:
             hit = self._cache.get((name, *key))
             if hit is not None and hit[2] > now:
-                return SpecialistVote(name, "cached", hit[0], hit[1])
+                return "cached", hit[0], hit[1], ""
         try:
             exposure, confidence = spec.act(obs)
         except Exception as exc:  # a broken model must not stop the others
-            return SpecialistVote(name, "error", detail=f"{type(exc).__name__}: {exc}")
+            return "error", 0.0, 0.0, f"{type(exc).__name__}: {exc}"
         elapsed = self.clock.monotonic() - now
         if elapsed > self.timeout_s:
-            return SpecialistVote(name, "timeout", detail=f"answered in {elapsed * 1000:.1f} ms > "
-                                                          f"timeout {self.timeout_s * 1000:.1f} ms")
+            return "timeout", 0.0, 0.0, (f"answered in {elapsed * 1000:.1f} ms > "
+                                         f"timeout {self.timeout_s * 1000:.1f} ms")
         if key is not None and self.cache_ttl > 0:
             self._remember((name, *key), exposure, confidence, now + self.cache_ttl)
-        return SpecialistVote(name, "ok", exposure, confidence)
+        return "ok", exposure, confidence, ""
 
     def _remember(self, key: tuple, exposure: float, confidence: float, expires: float) -> None:
         self._cache[key] = (exposure, confidence, expires)
@@ -310,25 +316,29 @@ class EnsembleManager:
     def predict(self, observations: Mapping[str, np.ndarray | None], *, tracker: PerformanceTracker | None = None,
                 regime: str | None = None, strength: float = 1.0, key: tuple | None = None) -> EnsembleDecision:
         """Ask every configured specialist and vote (see the module docstring)."""
-        answers = [self.ask(n, observations.get(n), key) for n in self.names]
-        return self.vote(answers, self._weights_list(tracker, regime, strength))
+        answers = [(n, *self._answer(n, observations.get(n), key)) for n in self.names]
+        return self._combine(answers, self._weights_list(tracker, regime, strength))
 
     def vote(self, answers: Sequence[SpecialistVote], weights: np.ndarray | Sequence[float]) -> EnsembleDecision:
         """Combine answers (in ``self.names`` order) with effective ``weights`` (plain Python: a handful of voters)."""
         ws = weights.tolist() if isinstance(weights, np.ndarray) else [float(x) for x in weights]
-        votes = tuple(SpecialistVote(a.name, a.status, a.exposure, a.confidence, w, a.detail)
-                      for a, w in zip(answers, ws, strict=True))
+        return self._combine([(a.name, a.status, a.exposure, a.confidence, a.detail) for a in answers], ws)
+
+    def _combine(self, answers: Sequence[tuple[str, str, float, float, str]], ws: list[float]) -> EnsembleDecision:
+        """:meth:`vote` on ``(name, status, exposure, confidence, detail)`` answers and plain weights."""
+        votes = tuple(SpecialistVote(n, st, ex, cf, wa, dt)
+                      for (n, st, ex, cf, dt), wa in zip(answers, ws, strict=True))
         e: list[float] = []
         c: list[float] = []
         w: list[float] = []
         degraded: list[str] = []
-        for a, wa in zip(answers, ws, strict=True):
-            if a.status in _ANSWERED:
-                e.append(a.exposure)
-                c.append(a.confidence)
+        for (name, status, exposure, confidence, detail), wa in zip(answers, ws, strict=True):
+            if status in _ANSWERED:
+                e.append(exposure)
+                c.append(confidence)
                 w.append(wa)
             else:
-                degraded.append(f"{a.name}: {a.status} ({a.detail})")
+                degraded.append(f"{name}: {status} ({detail})")
         if not e:
             return EnsembleDecision(0.0, 0.0, 0.0, 0.0, self.config.voting, votes, tuple(degraded))
         cons, cover, conf = consensus_and_confidence(e, c, w, ws, self.config.voting)
