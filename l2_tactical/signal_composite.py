@@ -8,7 +8,7 @@ and turns the ensemble's vote and the technical / pattern calls of a bar into a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,18 +28,57 @@ Candidate = tuple[SignalSource, float, float, str, SourceCall | None]  # source,
 Kept = tuple[SignalSource, float, float, SourceCall | None]
 
 
-@dataclass(frozen=True, slots=True)
 class Decision:
-    """One bar's outcome for one symbol: the composite view and the signals that passed."""
+    """One bar's outcome for one symbol: the composite view and the signals that passed.
 
+    The signals are built when first read (:attr:`signals`, :meth:`signals_from`; each one once),
+    so a loop that trades the composite only builds that one; :attr:`calls` gives every signal's
+    source and exposure without building it. Decisions compare by their values, signals included.
+    """
+
+    __slots__ = ("_builder", "_built", "_kept", "confidence", "ensemble", "exposure", "price", "reasons", "symbol",
+                 "timestamp")
     symbol: str
     timestamp: datetime  # the bar's close
     price: float
     exposure: float  # composite target exposure in [-1, 1], before filters
     confidence: float
-    signals: tuple[TacticalSignal, ...]
     ensemble: EnsembleDecision | None
-    reasons: tuple[str, ...] = ()
+    reasons: tuple[str, ...]
+    _kept: tuple[Kept, ...]  # the candidates that passed, in source order
+    _builder: _SignalBuilder
+    _built: list[TacticalSignal | None]
+
+    def __init__(self, symbol: str, timestamp: datetime, price: float, exposure: float, confidence: float,
+                 kept: Sequence[Kept], builder: _SignalBuilder, ensemble: EnsembleDecision | None,
+                 reasons: tuple[str, ...] = ()) -> None:
+        for name, value in (("symbol", symbol), ("timestamp", timestamp), ("price", price), ("exposure", exposure),
+                            ("confidence", confidence), ("ensemble", ensemble), ("reasons", reasons),
+                            ("_kept", tuple(kept)), ("_builder", builder), ("_built", [None] * len(kept))):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Decision is immutable (cannot set {name})")
+
+    @property
+    def signals(self) -> tuple[TacticalSignal, ...]:
+        """Every signal that passed, in source order (AI_MODEL, TECHNICAL, PATTERN, COMPOSITE)."""
+        return tuple(self._signal(i) for i in range(len(self._kept)))
+
+    def signals_from(self, sources: Collection[SignalSource]) -> tuple[TacticalSignal, ...]:
+        """The signals of ``sources`` only (the others are not built)."""
+        return tuple(self._signal(i) for i, k in enumerate(self._kept) if k[0] in sources)
+
+    @property
+    def calls(self) -> tuple[tuple[SignalSource, float], ...]:
+        """(source, exposure) of each signal, equal to ``(s.source, s.exposure)`` of :attr:`signals`."""
+        return tuple((src, signal_exposure(e, sig)) for src, e, _, sig in self._kept)
+
+    def _signal(self, i: int) -> TacticalSignal:
+        built = self._built[i]
+        if built is None:
+            built = self._built[i] = self._builder.build(*self._kept[i])
+        return built
 
     @property
     def direction(self) -> SignalDirection:
@@ -47,7 +86,31 @@ class Decision:
 
     @property
     def composite(self) -> TacticalSignal | None:
-        return next((s for s in self.signals if s.source is SignalSource.COMPOSITE), None)
+        return next(iter(self.signals_from((SignalSource.COMPOSITE,))), None)
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.symbol, self.timestamp, self.price, self.exposure, self.confidence, self.signals, self.ensemble,
+                self.reasons)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # compares by value (and its signals hold mappings)
+
+    def __repr__(self) -> str:
+        names = ("symbol", "timestamp", "price", "exposure", "confidence", "signals", "ensemble", "reasons")
+        return "Decision(" + ", ".join(f"{n}={v!r}" for n, v in zip(names, self._values(), strict=True)) + ")"
+
+
+def signal_exposure(exposure: float, call: SourceCall | None) -> float:
+    """The exposure of the signal built for a kept candidate: its call's, or the side x the rounded strength
+    that :meth:`Composer._signal` gives it."""
+    if call is not None:
+        return call.exposure
+    side = side_of(exposure, NEUTRAL_BAND)
+    return side * round(min(1.0, abs(exposure)), 6) if side else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +180,10 @@ class Composer:
             else:
                 kept.append((src, e, c, sig))
         kept = resolve_conflicts(kept, comp.exposure, reasons)
-        ens_meta = ens.to_metadata() if ai_ok and any(sig is None for *_, sig in kept) else None
-        signals = tuple(sig.to_signal(symbol, close, when, self.expiry) if sig is not None else self._signal(
-            symbol, src, e, c, close, when, ens_meta if src is SignalSource.AI_MODEL
-            else composite_metadata(ens, ens_meta, votes, ctx, reasons)) for src, e, c, sig in kept)
-        return Decision(symbol, when, close, comp.exposure, conf, signals, ens if ai_ok else None, tuple(reasons))
+        builder = _SignalBuilder(self, symbol, close, when, ens, votes, ctx, reasons,
+                                 ai_ok and any(sig is None for *_, sig in kept))
+        return Decision(symbol, when, close, comp.exposure, conf, kept, builder, ens if ai_ok else None,
+                        tuple(reasons))
 
     def _vote(self, ens: EnsembleDecision | None, tech: SourceCall | None, patt: SourceCall | None
               ) -> tuple[_Votes, float]:
@@ -167,6 +229,32 @@ class Composer:
         return TacticalSignal(symbol=symbol, direction=_DIRECTIONS[d], strength=round(min(1.0, abs(exposure)), 6),
                               confidence=round(min(1.0, max(0.0, confidence)), 6), price=close, timestamp=when,
                               source=source, metadata=metadata or {}, expires_at=when + self.expiry)
+
+
+class _SignalBuilder:
+    """Builds one bar's kept signals on demand (:class:`Decision`), from values that no longer change."""
+
+    __slots__ = ("_ens_meta", "close", "composer", "ctx", "ens", "reasons", "symbol", "votes", "when", "with_ai")
+
+    def __init__(self, composer: Composer, symbol: str, close: float, when: datetime, ens: EnsembleDecision,
+                 votes: _Votes, ctx: Context, reasons: list[str], with_ai: bool) -> None:
+        self.composer, self.symbol, self.close, self.when = composer, symbol, close, when
+        self.ens, self.votes, self.ctx, self.reasons, self.with_ai = ens, votes, ctx, reasons, with_ai
+        self._ens_meta: dict[str, Any] | None = None
+
+    def ens_meta(self) -> dict[str, Any] | None:
+        """The ensemble's metadata when a kept signal speaks for the specialists (AI_MODEL or COMPOSITE)."""
+        if self.with_ai and self._ens_meta is None:
+            self._ens_meta = self.ens.to_metadata()
+        return self._ens_meta
+
+    def build(self, src: SignalSource, e: float, c: float, sig: SourceCall | None) -> TacticalSignal:
+        if sig is not None:
+            return sig.to_signal(self.symbol, self.close, self.when, self.composer.expiry)
+        ens_meta = self.ens_meta()
+        meta = ens_meta if src is SignalSource.AI_MODEL else composite_metadata(self.ens, ens_meta, self.votes,
+                                                                              self.ctx, self.reasons)
+        return self.composer._signal(self.symbol, src, e, c, self.close, self.when, meta)
 
 
 def composite_metadata(ens: EnsembleDecision, ens_meta: dict[str, Any] | None, votes: _Votes, ctx: Context,

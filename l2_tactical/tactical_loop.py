@@ -85,14 +85,22 @@ class SignalProducer(Protocol):
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class BarDecision:
+    """One bar's outcome: the generator's output (:attr:`signals`), the traded signals, orders, alerts."""
+
     symbol: str
     bar_time: datetime
-    signals: tuple[TacticalSignal, ...]
+    generated: Any  # the generator's output for the bar: a Decision (signals built when read) or TacticalSignals
+    traded: tuple[TacticalSignal, ...]  # the generated signals of the loop's trade_sources
     orders: tuple[OrderIntent, ...]
     alerts: tuple[RiskAlert, ...]
     latency_s: float
     reasons: tuple[tuple[str, ReasonCode], ...] = ()  # (signal_id, why no order) for traded signals
     exits: tuple[TacticalSignal, ...] = ()  # L2's own close signals (trailed stop hit)
+
+    @property
+    def signals(self) -> tuple[TacticalSignal, ...]:
+        """Every signal the generator made for the bar (traded or not)."""
+        return _signals_of(self.generated)
 
 
 class _History:
@@ -261,17 +269,25 @@ class TacticalLoop:
         alerts: list[RiskAlert] = list(self._mark(symbol, bar, now))
         raw = self.generator.on_bar(symbol, candle, regime_context=self.budget.active(now),
                                     position=self.position_state(symbol))
-        signals = _signals_of(raw)
-        traded = [s for s in signals if s.source in self.trade_sources]
+        generated, traded = self._traded(raw)
         trail = self._trailing_exit(symbol, bar, now)
         exits = (trail,) if trail is not None else ()
-        traded.extend(exits)
-        orders, reasons = self._decide_all(traded, now, alerts)
-        count_decision(self.stats, signals, orders, reasons, self.trade_sources)
+        orders, reasons = self._decide_all((*traded, *exits), now, alerts)
+        count_decision(self.stats, traded, orders, reasons, self.trade_sources)
         latency = self.timer() - t0
         self.stats.latencies.append(latency)
-        return BarDecision(symbol=symbol, bar_time=bar.open_time, signals=signals, orders=tuple(orders),
-                           alerts=tuple(alerts), latency_s=latency, reasons=tuple(reasons), exits=exits)
+        return BarDecision(symbol=symbol, bar_time=bar.open_time, generated=generated, traded=traded,
+                           orders=tuple(orders), alerts=tuple(alerts), latency_s=latency, reasons=tuple(reasons),
+                           exits=exits)
+
+    def _traded(self, raw: Any) -> tuple[Any, tuple[TacticalSignal, ...]]:
+        """The generator's output as kept in the BarDecision, and its signals of ``trade_sources``
+        (a Decision builds only those; other outputs are checked to be TacticalSignals now)."""
+        pick = getattr(raw, "signals_from", None)
+        if callable(pick):
+            return raw, tuple(pick(self.trade_sources))
+        signals = _signals_of(raw)
+        return signals, tuple(s for s in signals if s.source in self.trade_sources)
 
     def position_state(self, symbol: str) -> PositionState:
         """What the specialists are shown about ``symbol``'s position (L2's view of L1's fills)."""

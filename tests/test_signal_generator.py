@@ -221,3 +221,31 @@ def test_bad_inputs_are_named() -> None:
     assert infer_timeframe(frame) == "1h"
     with pytest.raises(DataError, match="needs at least 210 closed 1h bars"):
         gen.generate_signals(frame.iloc[-100:], "BTCUSDT")
+
+
+def test_signals_built_on_demand_equal_the_ones_built_at_once(btc_1h: pd.DataFrame, models_root: Path) -> None:
+    # a Decision builds its signals when read: reading the composite first, or only the calls, changes nothing
+    config = L2Config.default().with_overrides({"ensemble.confidence_threshold": 0.0,
+                                                "ensemble.consensus_threshold": 0.0,
+                                                "ai_model.prediction_threshold": 0.0,
+                                                "signals.min_signal_strength": 0.1})
+    gens = [SignalGenerator(config, ensemble=EnsembleManager.from_config(config, root=models_root)) for _ in range(2)]
+    eager, lazy = (g.decisions(btc_1h.iloc[-2500:], "BTCUSDT", REGIME, last=300) for g in gens)
+    sources_seen: set[SignalSource] = set()
+    for a, b in zip(eager, lazy, strict=True):
+        everything = a.signals
+        sources_seen |= {s.source for s in everything}
+        assert b.calls == tuple((s.source, s.exposure) for s in everything)  # no signal built for these
+        composite = b.signals_from((SignalSource.COMPOSITE,))
+        assert composite == tuple(s for s in everything if s.source is SignalSource.COMPOSITE)
+        assert b.composite == a.composite and b.signals == everything and a == b
+        assert all(x is y for x, y in zip(b.signals, b.signals, strict=True))  # each built once
+    assert sources_seen == set(SignalSource)
+
+
+def test_decision_is_immutable(btc_1h: pd.DataFrame) -> None:
+    cfg = L2Config.default()
+    gen = SignalGenerator(cfg, ensemble=fixed_ensemble(cfg, {"trend": (1.0, 0.9)}))
+    d = gen.decisions(btc_1h.iloc[-600:], "BTCUSDT", last=1)[-1]
+    with pytest.raises(AttributeError, match="immutable"):
+        d.exposure = 0.0  # type: ignore[misc]

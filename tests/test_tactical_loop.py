@@ -139,6 +139,11 @@ def test_every_order_from_the_real_signal_generator_carries_a_coherent_stop():
     assert orders, "the real generator produced no order on 900 real bars"
     for o in orders:
         assert (o.stop_loss < o.price) if o.side is Side.BUY else (o.stop_loss > o.price)
+    # only the traded (composite) signals are built to decide; every signal is still there when asked for
+    for d in decisions:
+        assert d.traded == tuple(s for s in d.signals if s.source is SignalSource.COMPOSITE)
+        assert d.signals == d.generated.signals
+    assert {s.source for d in decisions for s in d.signals} > {SignalSource.COMPOSITE}
 
 
 def test_same_bars_and_reports_give_identical_orders_and_fills():

@@ -74,7 +74,7 @@ class Recorder:
         """Keep the bar's orders and, per order, the source and reason of the signal behind it."""
         if not decision.orders:
             return
-        calls = {s.signal_id: s for s in (*decision.signals, *decision.exits)}
+        calls = {s.signal_id: s for s in (*decision.traded, *decision.exits)}  # orders come from these
         for order in decision.orders:
             signal = calls.get(order.signal_id)
             source = signal.source.value if signal is not None else "unknown"
@@ -102,8 +102,11 @@ class Recorder:
 
     def calls(self, trace: SymbolTrace, t: int, decision: Any) -> None:
         """Each source's call (signed target exposure) and each answering specialist's call and contribution."""
-        for s in getattr(decision, "signals", ()):
-            trace.signals[s.source.value][t] = s.exposure
+        calls = getattr(decision, "calls", None)  # a Decision's (source, exposure) without building its signals
+        if calls is None:
+            calls = tuple((s.source, s.exposure) for s in getattr(decision, "signals", ()))
+        for source, exposure in calls:
+            trace.signals[source.value][t] = exposure
         ens = getattr(decision, "ensemble", None)
         if ens is None:
             return

@@ -96,10 +96,7 @@ def _plain_votes(exposures: ArrayLike, confidences: ArrayLike, weights: ArrayLik
         return True
     if type(confidences) is not list or len(confidences) != len(weights):
         return False
-    for c in confidences:
-        if type(c) is not float or not 0.0 <= c <= 1.0:
-            return False
-    return True
+    return all(type(c) is float and 0.0 <= c <= 1.0 for c in confidences)
 
 
 def _fast_consensus(e: list[float], c: list[float], w: list[float], strategy: str) -> Consensus:
