@@ -96,3 +96,19 @@ def test_signal_sources_on_real_rows_give_valid_messages() -> None:
                 assert np.sign(weighted) == sig.direction.sign
         prev = row
     assert counts["technical"] > 100 and counts["pattern"] > 100
+
+
+def test_a_technical_call_says_why_only_when_asked_and_says_it_whole() -> None:
+    from l2_tactical.technical.signals import technical_call
+
+    row = _row(rsi_14=0.25, macd_hist_12_26_9=0.02, **{"bb_pctb_20_2.0": -0.1}, adx_14=0.1, di_diff_14=-0.05)
+    call = technical_call(row, timeframe="1h", previous=_row(macd_hist_12_26_9=-0.01))
+    assert call is not None
+    # by hand: RSI 25 < 30 -> (30 - 25) / 30 + 0.5 = 0.6667; MACD crossed up -> 1; %b < 0 -> 1; ADX 10 < 25 -> 0
+    expected = {"timeframe": "1h", "rsi": 25.0, "macd_hist_pct": 0.02, "macd_cross": "bullish", "bb_pctb": -0.1,
+                "adx": 10.0, "di_diff": -5.0,
+                "votes": {"rsi": 0.6667, "macd": 1.0, "bollinger": 1.0, "trend": 0.0}}
+    first = call.metadata
+    assert first == expected and list(first) == list(expected)
+    first["rsi"] = -1.0  # a fresh dict each time: the call itself cannot be changed through it
+    assert call.metadata == expected

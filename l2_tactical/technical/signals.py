@@ -21,9 +21,10 @@ on the winning side. Pattern rules are described on :func:`pattern_signal`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from l2_tactical.messages import SignalDirection, SignalSource, TacticalSignal
@@ -31,6 +32,7 @@ from l2_tactical.technical.multi_timeframe import Consensus
 from l2_tactical.technical.patterns import BEARISH, BULLISH, INDECISION
 
 Row = Mapping[str, float]
+Why = dict[str, Any] | None  # where a rule says why (None: the numbers only)
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,13 @@ def _get(row: Row, kind: str, timeframe: str) -> float | None:
     return None if value is None else float(value)
 
 
-def _rsi_vote(row: Row, tf: str, r: TechnicalRules, why: dict[str, Any]) -> float | None:
+def _rsi_vote(row: Row, tf: str, r: TechnicalRules, why: Why) -> float | None:
     value = _get(row, "rsi_14", tf)
     if value is None:
         return None
     rsi = 100 * value
-    why["rsi"] = round(rsi, 2)
+    if why is not None:
+        why["rsi"] = round(rsi, 2)
     if rsi < r.rsi_oversold:
         return min(1.0, (r.rsi_oversold - rsi) / r.rsi_oversold + 0.5)
     if rsi > r.rsi_overbought:
@@ -69,36 +72,39 @@ def _rsi_vote(row: Row, tf: str, r: TechnicalRules, why: dict[str, Any]) -> floa
     return 0.0
 
 
-def _macd_vote(row: Row, prev: Row | None, tf: str, why: dict[str, Any]) -> float | None:
+def _macd_vote(row: Row, prev: Row | None, tf: str, why: Why) -> float | None:
     hist = _get(row, "macd_hist_12_26_9", tf)
     if hist is None:
         return None
     before = _get(prev, "macd_hist_12_26_9", tf) if prev is not None else None
-    why["macd_hist_pct"] = round(hist, 6)
     cross = "none"
     if before is not None and before <= 0 < hist:
         cross = "bullish"
     elif before is not None and before >= 0 > hist:
         cross = "bearish"
-    why["macd_cross"] = cross
+    if why is not None:
+        why["macd_hist_pct"] = round(hist, 6)
+        why["macd_cross"] = cross
     if cross != "none":
         return 1.0 if cross == "bullish" else -1.0
     return 0.0 if hist == 0 else (1 / 3 if hist > 0 else -1 / 3)
 
 
-def _bollinger_vote(row: Row, tf: str, why: dict[str, Any]) -> float | None:
+def _bollinger_vote(row: Row, tf: str, why: Why) -> float | None:
     pctb = _get(row, "bb_pctb_20_2.0", tf)
     if pctb is None:
         return None
-    why["bb_pctb"] = round(pctb, 4)
+    if why is not None:
+        why["bb_pctb"] = round(pctb, 4)
     return 1.0 if pctb < 0 else (-1.0 if pctb > 1 else 0.0)
 
 
-def _trend_vote(row: Row, tf: str, r: TechnicalRules, why: dict[str, Any]) -> float | None:
+def _trend_vote(row: Row, tf: str, r: TechnicalRules, why: Why) -> float | None:
     adx, di = _get(row, "adx_14", tf), _get(row, "di_diff_14", tf)
     if adx is None or di is None:
         return None
-    why["adx"], why["di_diff"] = round(100 * adx, 2), round(100 * di, 2)
+    if why is not None:
+        why["adx"], why["di_diff"] = round(100 * adx, 2), round(100 * di, 2)
     if 100 * adx < r.adx_trend or di == 0:
         return 0.0
     return (1.0 if di > 0 else -1.0) * min(1.0, 100 * adx / (2 * r.adx_trend))
@@ -131,18 +137,24 @@ class SourceCall:
 
     ``strength`` and ``confidence`` are already rounded as the signal carries them, so
     ``exposure`` equals ``to_signal(...).exposure``. Building the message (validation, id) is
-    left to :meth:`to_signal`, for the calls that survive the quality filters.
+    left to :meth:`to_signal`, for the calls that survive the quality filters, and so is saying
+    why (:attr:`metadata`, worked out from the call's inputs when asked for).
     """
 
     source: SignalSource
     direction: int  # +1 or -1
     strength: float
     confidence: float
-    metadata: dict[str, Any]
+    describe: Callable[[], dict[str, Any]] = field(compare=False, repr=False)  # -> the metadata
 
     @property
     def exposure(self) -> float:
         return self.direction * self.strength
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Why the source called it (the rules' readings and votes): a new dict at each access."""
+        return self.describe()
 
     def to_signal(self, symbol: str, price: float, timestamp: datetime, expiry: timedelta | None = None
                   ) -> TacticalSignal:
@@ -159,9 +171,9 @@ class SourceCall:
         )
 
 
-def _call(direction: int, strength: float, confidence: float, source: SignalSource, metadata: dict[str, Any]
-          ) -> SourceCall:
-    return SourceCall(source, direction, round(strength, 6), round(confidence, 6), metadata)
+def _call(direction: int, strength: float, confidence: float, source: SignalSource,
+          describe: Callable[[], dict[str, Any]]) -> SourceCall:
+    return SourceCall(source, direction, round(strength, 6), round(confidence, 6), describe)
 
 
 def technical_signal(
@@ -191,7 +203,16 @@ def technical_call(
 ) -> SourceCall | None:
     """:func:`technical_signal` as numbers (no message built)."""
     r = rules or _DEFAULT_RULES
-    why: dict[str, Any] = {"timeframe": timeframe}
+    direction, strength, confidence = _combine(_technical_votes(row, timeframe, previous, consensus, r, None))
+    if direction == 0 or strength < r.min_strength:
+        return None
+    return _call(direction, strength, confidence, SignalSource.TECHNICAL,
+                 partial(_technical_why, row, timeframe, previous, consensus, r))
+
+
+def _technical_votes(row: Row, timeframe: str, previous: Row | None, consensus: Consensus | None,
+                     r: TechnicalRules, why: Why) -> dict[str, tuple[float, float]]:
+    """``{rule: (vote, weight)}`` of the rules that could vote (their readings written to ``why``)."""
     candidates = {
         "rsi": (_rsi_vote(row, timeframe, r, why), r.rsi_weight),
         "macd": (_macd_vote(row, previous, timeframe, why), r.macd_weight),
@@ -199,15 +220,20 @@ def technical_call(
         "trend": (_trend_vote(row, timeframe, r, why), r.trend_weight),
     }
     if consensus is not None:
-        why["consensus"] = consensus.to_metadata()
+        if why is not None:
+            why["consensus"] = consensus.to_metadata()
         vote = consensus.direction * consensus.agreement if consensus.aligned else 0.0
         candidates["consensus"] = (vote, r.consensus_weight)
-    votes = {k: (v, w) for k, (v, w) in candidates.items() if v is not None}
-    direction, strength, confidence = _combine(votes)
+    return {k: (v, w) for k, (v, w) in candidates.items() if v is not None}
+
+
+def _technical_why(row: Row, timeframe: str, previous: Row | None, consensus: Consensus | None,
+                   r: TechnicalRules) -> dict[str, Any]:
+    """A TECHNICAL call's metadata: the timeframe, each rule's readings, the votes."""
+    why: dict[str, Any] = {"timeframe": timeframe}
+    votes = _technical_votes(row, timeframe, previous, consensus, r, why)
     why["votes"] = {k: round(v, 4) for k, (v, _) in votes.items()}
-    if direction == 0 or strength < r.min_strength:
-        return None
-    return _call(direction, strength, confidence, SignalSource.TECHNICAL, why)
+    return why
 
 
 def pattern_columns(names: Iterable[str], timeframe: str) -> tuple[tuple[str, str], ...]:
@@ -270,18 +296,28 @@ def pattern_call(row: Row, *, timeframe: str, columns: tuple[tuple[str, str], ..
     if total == 0:
         return None
     direction = 1 if total > 0 else -1
-    why: dict[str, Any] = {"timeframe": timeframe, "patterns": {k: round(v, 2) for k, v in found.items()}}
     confidence = 0.5
     prior = _get(row, "ret_5", timeframe)
     if prior is not None:
-        why["prior_return_pct"] = round(prior, 4)
         confidence += 0.25 if prior * direction < 0 else 0.0
     rel_volume = _get(row, "rel_volume_20", timeframe)
     if rel_volume is not None:
-        why["rel_volume"] = round(rel_volume, 3)
         confidence += 0.25 if rel_volume > 1.2 else 0.0
     if indecision:
-        why["indecision"] = indecision
         confidence -= 0.25
     confidence = min(1.0, max(0.0, confidence))
-    return _call(direction, min(1.0, abs(total) / 2), confidence, SignalSource.PATTERN, why)
+    return _call(direction, min(1.0, abs(total) / 2), confidence, SignalSource.PATTERN,
+                 partial(_pattern_why, timeframe, found, prior, rel_volume, indecision))
+
+
+def _pattern_why(timeframe: str, found: dict[str, float], prior: float | None, rel_volume: float | None,
+                 indecision: list[str]) -> dict[str, Any]:
+    """A PATTERN call's metadata: the patterns found, the prior move, relative volume, indecision."""
+    why: dict[str, Any] = {"timeframe": timeframe, "patterns": {k: round(v, 2) for k, v in found.items()}}
+    if prior is not None:
+        why["prior_return_pct"] = round(prior, 4)
+    if rel_volume is not None:
+        why["rel_volume"] = round(rel_volume, 3)
+    if indecision:
+        why["indecision"] = list(indecision)
+    return why
