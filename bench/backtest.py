@@ -65,7 +65,7 @@ GROUPS = (  # (label, path fragments), first match wins; tottime is summed per g
     ("sizer + risk controls + stops", ("order_pipeline", "position_sizer", "risk_controls", "stops.py",
                                        "position_monitor")),
     ("TacticalLoop bookkeeping", ("l2_tactical/tactical_loop",)),
-    ("messages (validation, ids)", ("l2_tactical/messages",)),
+    ("messages (validation, ids)", ("l2_tactical/messages", "l2_tactical/message_")),
     ("L1 paper executor + journal (SQLite)", ("l1_operational/", "sqlalchemy", "sqlite3")),
     ("backtest engine (recording)", ("l2_tactical/backtest/",)),
 )
