@@ -111,14 +111,91 @@ def check_text(obj: object, *names: str) -> None:
 
 
 def freeze_mapping(obj: object, name: str) -> None:
+    """Freeze the mapping field ``name`` as a read-only copy of what its JSON round trip gives."""
     v = getattr(obj, name)
     if not isinstance(v, Mapping):
         fail(type(obj).__name__, name, v, "must be a mapping")
     try:
-        frozen = json.loads(json.dumps(dict(v), allow_nan=False))
+        frozen = json_copy(dict(v))
     except (TypeError, ValueError) as exc:
         fail(type(obj).__name__, name, v, f"must be JSON-serialisable ({exc})")
     object.__setattr__(obj, name, types.MappingProxyType(frozen))
+
+
+class _NotPlain(Exception):
+    """A value the plain copy does not reproduce exactly: the JSON round trip handles it."""
+
+
+_PLAIN_DEPTH = 32       # deeper (or circular) values take the JSON path
+_PLAIN_INT = 1 << 63    # larger ints take the JSON path (its digit limit, its errors)
+
+
+def json_copy(value: dict[str, Any]) -> Any:
+    """``json.loads(json.dumps(value, allow_nan=False))``, the same values, types, key order and errors.
+
+    Plain values (dicts of exact ``str`` keys, lists, tuples, exact str / bool / int / finite float,
+    None) are copied directly: a tuple becomes a list, each container a new one, like the round trip.
+    Anything else (non-finite floats, subclasses, non-str keys, strings the round trip would change:
+    lone or split surrogates) goes through the round trip itself, which gives its result or error.
+
+    >>> json_copy({"a": (1, 2.5, None), "b": {"c": [True, "x"]}})
+    {'a': [1, 2.5, None], 'b': {'c': [True, 'x']}}
+    """
+    try:
+        return _plain_dict(value, 0)
+    except _NotPlain:
+        return json.loads(json.dumps(value, allow_nan=False))
+
+
+def _plain_str(s: Any) -> str:
+    if type(s) is not str:
+        raise _NotPlain
+    if not s.isascii():
+        try:
+            s.encode("utf-8")  # refuses surrogates, which the round trip may join into one character
+        except UnicodeEncodeError:
+            raise _NotPlain from None
+    return s
+
+
+def _plain(v: Any, depth: int) -> Any:
+    t = type(v)
+    if t is float:
+        if _isfinite(v):
+            return v
+        raise _NotPlain
+    if t is str:
+        return _plain_str(v)
+    if v is None or t is bool:
+        return v
+    if t is int:
+        if -_PLAIN_INT < v < _PLAIN_INT:
+            return v
+        raise _NotPlain
+    if t is dict:
+        return _plain_dict(v, depth + 1)
+    if (t is list or t is tuple) and depth < _PLAIN_DEPTH:
+        return [_plain(x, depth + 1) for x in v]
+    raise _NotPlain
+
+
+def _plain_dict(d: dict[str, Any], depth: int) -> dict[str, Any]:
+    if depth >= _PLAIN_DEPTH:
+        raise _NotPlain
+    out = {}
+    for k, v in d.items():
+        if type(k) is not str or not k.isascii():
+            k = _plain_str(k)
+        t = type(v)
+        # the common leaves inline: finite floats, ASCII strings, None, bools
+        if (t is float and _isfinite(v)) or (t is str and v.isascii()) or v is None or t is bool:
+            out[k] = v
+        else:
+            out[k] = _plain(v, depth)
+    return out
+
+
+_isfinite = math.isfinite
 
 
 # ------------------------------------------------------------------------------ codec
