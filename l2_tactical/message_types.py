@@ -21,7 +21,8 @@ class SignalDirection(enum.Enum):
     @property
     def sign(self) -> int:
         """+1 for exposure-increasing long, -1 for short, 0 otherwise."""
-        return {SignalDirection.LONG: 1, SignalDirection.SHORT: -1}.get(self, 0)
+        value = self._value_
+        return 1 if value == "long" else -1 if value == "short" else 0
 
 
 class SignalSource(enum.Enum):

@@ -229,6 +229,13 @@ def test_order_id_derives_from_signal_id_and_cannot_be_forged():
         )
 
 
+def test_direction_sign_is_plus_one_long_minus_one_short_else_zero():
+    expected = {"long": 1, "short": -1, "neutral": 0, "close_long": 0, "close_short": 0}
+    assert {d.value: d.sign for d in SignalDirection} == expected
+    assert signal(direction=SignalDirection.SHORT, strength=0.25).exposure == -0.25
+    assert signal(direction=SignalDirection.CLOSE_LONG, strength=0.25).exposure == 0.0
+
+
 def test_signal_ids_are_deterministic():
     assert signal().signal_id == signal().signal_id
     assert signal().signal_id != signal(timestamp=T0 + timedelta(hours=1)).signal_id
