@@ -143,4 +143,7 @@ def monitor_position(
     # the stop trails from the position's levels, which the excursions do not change: one new position
     stop = update_stop(position, bar, risk, atr=atr)
     mae, mfe = _excursions(position, bar)
-    return dataclasses.replace(position, mae=mae, mfe=mfe, last_price=bar.close, stop_loss=stop), None
+    p = position  # dataclasses.replace(position, mae=, mfe=, last_price=, stop_loss=) without its field walk
+    return Position(symbol=p.symbol, qty=p.qty, entry_price=p.entry_price, stop_loss=stop,
+                    initial_stop=p.initial_stop, opened_at=p.opened_at, take_profit=p.take_profit,
+                    last_price=bar.close, mae=mae, mfe=mfe), None

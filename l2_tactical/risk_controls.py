@@ -109,15 +109,17 @@ def _next_trading_state(state: RiskState, risk: Any) -> TradingState:
 
 
 def mark_to_market(
-    state: RiskState, equity: float, now: datetime, risk: Any
+    state: RiskState, equity: float, now: datetime, risk: Any, *, positions: Mapping[str, Position] | None = None
 ) -> tuple[RiskState, tuple[RiskAlert, ...]]:
-    """The state with a new equity reading at ``now`` (UTC day rollover, drawdown, daily loss)."""
+    """The state with a new equity reading at ``now`` (UTC day rollover, drawdown, daily loss);
+    ``positions``: the positions it holds now (default: the state's)."""
     if not math.isfinite(equity):
         raise ValueError(f"equity={equity!r}: must be a finite number")
     s = state
     if now.date() != s.day:  # a new UTC day: fresh loss budget and trade count
         s = dataclasses.replace(s, day=now.date(), day_start_equity=equity, trades_today=0, daily_loss_hit=False)
-    s = dataclasses.replace(s, equity=equity, peak_equity=max(s.peak_equity, equity))
+    s = dataclasses.replace(s, equity=equity, peak_equity=max(s.peak_equity, equity),
+                            positions=s.positions if positions is None else positions)
     alerts: list[RiskAlert] = []
     new_trading = _next_trading_state(s, risk)
     if new_trading is not s.trading_state:

@@ -165,12 +165,22 @@ class TacticalAccount:
         self.bars_held[symbol] = self.bars_held.get(symbol, 0) + 1
         self.state = replace_position(self.state, symbol, moved)
 
-    def mark_to_market(self, now: datetime, risk: Any) -> tuple[RiskAlert, ...]:
-        """Equity at the positions' last prices -> RiskState (drawdown, daily loss, kill switch); its alerts."""
-        equity = self.cash + sum(p.qty * p.last_price for p in self.state.positions.values())
-        if equity == self.state.equity and now.date() == self.state.day:
-            return ()  # nothing to re-mark (flat, same UTC day)
-        self.state, alerts = mark_to_market(self.state, equity, now, risk)
+    def mark_to_market(self, now: datetime, risk: Any, *, moved: Position | None = None) -> tuple[RiskAlert, ...]:
+        """Equity at the positions' last prices -> RiskState (drawdown, daily loss, kill switch); its alerts.
+
+        ``moved``: a position held one more bar, as :meth:`hold` takes it, in the same new state."""
+        state = self.state
+        positions = state.positions
+        if moved is not None:
+            self.bars_held[moved.symbol] = self.bars_held.get(moved.symbol, 0) + 1
+            positions = dict(positions)
+            positions[moved.symbol] = moved
+        equity = self.cash + sum(p.qty * p.last_price for p in positions.values())
+        if equity == state.equity and now.date() == state.day:  # nothing to re-mark (flat, same UTC day)
+            if moved is not None:
+                self.state = replace_position(state, moved.symbol, moved)
+            return ()
+        self.state, alerts = mark_to_market(state, equity, now, risk, positions=positions)
         return alerts
 
     def position_state(self, symbol: str) -> PositionState:

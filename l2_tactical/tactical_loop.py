@@ -65,7 +65,7 @@ from l2_tactical.messages import (
     order_id_for,
 )
 from l2_tactical.order_pipeline import Bars, MarketState, OrderDecision, build_order, measure_atr
-from l2_tactical.position_monitor import monitor_position, track_excursions
+from l2_tactical.position_monitor import Position, monitor_position, track_excursions
 from l2_tactical.risk_controls import RiskState, risk_metrics
 from l2_tactical.risk_gate import GateState, StrategicBudget, gate_alert, liveness_gate
 from l2_tactical.stops import Bar as PriceBar
@@ -295,6 +295,7 @@ class TacticalLoop:
 
     def _mark(self, symbol: str, bar: Any, now: datetime) -> tuple[RiskAlert, ...]:
         pos = self.account.state.positions.get(symbol)
+        moved: Position | None = None
         if pos is not None:
             pb = PriceBar(open=float(bar.open), high=float(bar.high), low=float(bar.low), close=float(bar.close))
             if self.config.risk.trailing_stop:
@@ -304,8 +305,7 @@ class TacticalLoop:
                     self._trail_hit.add(symbol)
             else:
                 moved = track_excursions(pos, pb)
-            self.account.hold(symbol, moved)
-        return self.account.mark_to_market(now, self.config.risk)
+        return self.account.mark_to_market(now, self.config.risk, moved=moved)
 
     def _trailing_exit(self, symbol: str, bar: Any, now: datetime) -> TacticalSignal | None:
         """A CLOSE signal once the bar traded through the stop L2 trailed beyond the one L1 guards."""
