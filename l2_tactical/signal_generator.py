@@ -289,6 +289,11 @@ def infer_timeframe(market_data: Any) -> str:
 
 def _candle_tuple(candle: Any) -> tuple[int, float, float, float, float, float]:
     """``(open_time_ns, o, h, l, c, v)`` from a tuple, a mapping with ``timestamp`` or a Series named by time."""
+    if type(candle) is tuple and len(candle) == 6:  # already that tuple (the loop's): returned as it is
+        ts, o, h, lo, c, v = candle
+        if type(ts) is int and type(o) is float and type(h) is float and type(lo) is float and type(c) is float \
+                and type(v) is float:
+            return candle
     keys = ("open", "high", "low", "close", "volume")
     if isinstance(candle, tuple | list) and len(candle) == 6:
         ts, *values = candle

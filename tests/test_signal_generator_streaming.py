@@ -86,3 +86,15 @@ def test_on_bar_accepts_series_and_mapping_candles_and_refuses_a_bar_out_of_orde
         assert gen.on_bar("BTCUSDT", candle) == ref.on_bar("BTCUSDT", (ts, *row.to_numpy()))
     with pytest.raises(DataError, match="not after the previous bar"):
         gen.on_bar("BTCUSDT", (frame.index[-2], *frame.iloc[-2].to_numpy()))
+
+
+def test_a_candle_already_in_the_loops_form_is_taken_as_it_is_and_equals_the_general_path() -> None:
+    from l2_tactical.signal_generator import _candle_tuple
+
+    frame = _frame(BTC_1H).iloc[-200:]
+    for ts, *values in _bars(frame):  # pandas Timestamp and numpy floats: the general path converts them
+        general = _candle_tuple((ts, *values))
+        assert type(general[0]) is int and all(type(x) is float for x in general[1:])
+        assert general == (ts.value, *(float(x) for x in values))
+        plain = (ts.value, *(float(x) for x in values))   # the TacticalLoop's form
+        assert _candle_tuple(plain) is plain and _candle_tuple(list(plain)) == plain
