@@ -174,6 +174,19 @@ def test_retraining_without_from_starts_at_the_configured_test_window(tmp_path, 
     assert pd.Timestamp(report["folds"][0]["start"]) == first
 
 
+def test_retraining_a_file_without_history_before_the_test_window_says_how_to_go_on(tmp_path, capsys):
+    """A file that starts after the configured test window has nothing to train the first fold on:
+    exit 4 with the fold, the reason and the way out (a later --from, or --models)."""
+    frame = load_candles(BTC_1H).frame.loc["2025-03-01":]
+    path = tmp_path / "BTCUSDT-1h.csv"
+    frame.rename_axis("timestamp").reset_index().assign(
+        timestamp=lambda f: f["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(path, index=False)
+    assert l2(["evaluate", "--data", str(path), "--seeds", "1", "--timesteps", "64", "--no-progress"]) == 4
+    err = capsys.readouterr().err
+    assert "fold 0 starts at 2025-03-01" in err and "too little history" in err
+    assert "--from" in err and "--models" in err
+
+
 def test_family_rows_give_mean_and_std():
     from training.evaluate_command import _stats
 

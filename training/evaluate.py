@@ -204,7 +204,8 @@ def fold_walk_forward(config: L2Config, candles: Sequence[Any], fold: Fold) -> L
     if span < bar * 10:
         raise DataError(
             f"fold {fold.index} starts at {fold.start}: too little history before it to train and "
-            f"validate (need more than {wf.purge_bars} purge bars plus a validation window)"
+            f"validate (need more than {wf.purge_bars} purge bars plus a validation window); pass a later "
+            "--from, or --models to evaluate trained models without retraining"
         )
     train_end = validation_end - span
     return config.with_overrides(
