@@ -160,15 +160,11 @@ class TacticalAccount:
         return state
 
     # --------------------------------------------------------------- marking
-    def hold(self, symbol: str, moved: Position) -> None:
-        """One more bar in ``symbol``'s open position, now marked (and maybe trailed) as ``moved``."""
-        self.bars_held[symbol] = self.bars_held.get(symbol, 0) + 1
-        self.state = replace_position(self.state, symbol, moved)
-
     def mark_to_market(self, now: datetime, risk: Any, *, moved: Position | None = None) -> tuple[RiskAlert, ...]:
         """Equity at the positions' last prices -> RiskState (drawdown, daily loss, kill switch); its alerts.
 
-        ``moved``: a position held one more bar, as :meth:`hold` takes it, in the same new state."""
+        ``moved``: the open position of its symbol after one more bar (marked, maybe trailed): the bar is
+        counted in ``bars_held`` and the position replaced in the same new state."""
         state = self.state
         positions = state.positions
         if moved is not None:

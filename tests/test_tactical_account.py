@@ -1,4 +1,5 @@
-"""TacticalAccount marking: a held position marked in one step equals hold() then mark_to_market()."""
+"""TacticalAccount marking: a held position marked in one step equals holding it (bar counted, position
+replaced), then mark_to_market()."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from l2_tactical.data.candles import load_candles
 from l2_tactical.loop_stats import LoopStats
 from l2_tactical.messages import TradingState
 from l2_tactical.position_monitor import monitor_position
-from l2_tactical.risk_controls import apply_fill
+from l2_tactical.risk_controls import apply_fill, replace_position
 from l2_tactical.stops import Bar
 from l2_tactical.tactical_account import TacticalAccount
 
@@ -29,6 +30,12 @@ def opened(frame, qty: float) -> TacticalAccount:
     return account
 
 
+def hold(account: TacticalAccount, symbol: str, moved) -> None:
+    """The two-step reference: one more bar held, the position replaced by its moved self (no marking)."""
+    account.bars_held[symbol] = account.bars_held.get(symbol, 0) + 1
+    account.state = replace_position(account.state, symbol, moved)
+
+
 def test_marking_a_moved_position_equals_hold_then_mark_on_the_march_2020_crash():
     # a large long through the crash: drawdown alerts (REDUCING, then the kill switch), UTC day rollovers
     frame = load_candles(DATA / "BTCUSDT-1h.csv.gz").frame.loc["2020-03-08":"2020-03-16"]
@@ -41,7 +48,7 @@ def test_marking_a_moved_position_equals_hold_then_mark_on_the_march_2020_crash(
                                     CFG.risk)  # held on through its stop: the marking is what is compared
         trailed = dataclasses.replace(pos, stop_loss=pos.stop_loss + 1.0)  # a new stop, the same equity
         for same in (pos, trailed, moved):  # equity unchanged on the same day for the first two
-            stepwise.hold("BTCUSDT", same)
+            hold(stepwise, "BTCUSDT", same)
             expected = stepwise.mark_to_market(now, CFG.risk)
             assert at_once.mark_to_market(now, CFG.risk, moved=same) == expected
             assert at_once.state == stepwise.state and at_once.bars_held == stepwise.bars_held
