@@ -1,4 +1,4 @@
-"""Model cards and the shipped-model manifest.
+"""Model cards: what a saved model is, what it saw, how it was made and how good it is.
 
 A model card is a JSON file ``saved_models/<name>.json`` beside ``<name>.zip``. It says what the
 model is (specialist, algorithm, env id and version), what it saw (FeatureSet schema hash and
@@ -6,27 +6,20 @@ feature names, data files with their sha256, train/validation/test periods), how
 (hyperparameters, seed) and how good it is (validation and test metrics after costs, next to
 buy-and-hold on the same window), plus the sha256 of the model file it describes.
 
-``saved_models/manifest.json`` pins every shipped model file to its sha256::
+The manifest that pins every shipped model file to its sha256, and the reading of a file only
+once its hash is pinned, live in :mod:`l2_tactical.finrl_models.model_manifest`; their names
+(``read_manifest``, ``update_manifest``, ``read_pinned``, ``file_sha256``, ``is_sha256``,
+``MANIFEST_SCHEMA``) are importable from here too.
 
-    {"schema": 1, "models": {"trend.zip": {"sha256": "<64 hex>", "bytes": 123456}}}
-
-Keys are file names relative to the manifest's directory. :func:`read_manifest` returns
-``{file_name: sha256}``; the loader refuses a file whose name is listed with another hash.
-
-Nothing here unpickles anything: cards and the manifest are plain JSON.
+Nothing here unpickles anything: cards are plain JSON.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import itertools
 import json
 import math
-import os
-import re
-import tempfile
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -34,29 +27,36 @@ from types import MappingProxyType
 from typing import Any
 
 from l2_tactical.errors import ModelIntegrityError
+from l2_tactical.finrl_models.model_manifest import (
+    MANIFEST_SCHEMA,
+    file_sha256,
+    is_sha256,
+    read_json,
+    read_manifest,
+    read_pinned,
+    update_manifest,
+    write_json_atomic,
+)
+
+__all__ = [
+    "CARD_SCHEMA",
+    "MANIFEST_SCHEMA",
+    "DataFile",
+    "Metrics",
+    "ModelCard",
+    "Period",
+    "WindowMetrics",
+    "card_path_for",
+    "file_sha256",
+    "is_sha256",
+    "read_card",
+    "read_manifest",
+    "read_pinned",
+    "update_manifest",
+    "write_card",
+]
 
 CARD_SCHEMA = 1
-MANIFEST_SCHEMA = 1
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_CHUNK = 1 << 20
-
-
-def is_sha256(value: object) -> bool:
-    """True for a lowercase 64-hex-digit digest.
-
-    >>> is_sha256("a" * 64), is_sha256("A" * 64), is_sha256("abc")
-    (True, False, False)
-    """
-    return isinstance(value, str) and bool(_SHA256.match(value))
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
@@ -262,28 +262,6 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def _atomic_write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelIntegrityError(f"{path}: {what} not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelIntegrityError(f"{path}: {what} is not valid JSON: {exc}") from None
-
-
 def card_path_for(model_path: str | Path) -> Path:
     """``saved_models/trend.zip`` -> ``saved_models/trend.json``."""
     return Path(model_path).with_suffix(".json")
@@ -293,113 +271,13 @@ def write_card(path: str | Path, card: ModelCard) -> None:
     """Write ``card`` as sorted, indented JSON (atomically: a reader never sees half a card)."""
     if not isinstance(card, ModelCard):
         raise TypeError(f"card must be a ModelCard, got {type(card).__name__}")
-    _atomic_write_json(Path(path), card.to_dict())
+    write_json_atomic(Path(path), card.to_dict())
 
 
 def read_card(path: str | Path) -> ModelCard:
     """Read and validate a card; a missing or invalid card is a :class:`ModelIntegrityError`."""
     path = Path(path)
     try:
-        return ModelCard.from_dict(_read_json(path, "model card"))
+        return ModelCard.from_dict(read_json(path, "model card"))
     except ValueError as exc:
         raise ModelIntegrityError(f"{path}: invalid model card: {exc}") from None
-
-
-def _manifest_entries(path: Path) -> dict[str, dict[str, Any]]:
-    data = _read_json(path, "manifest")
-    if not isinstance(data, dict) or set(data) != {"schema", "models"}:
-        raise ModelIntegrityError(f"{path}: manifest must be an object with keys 'schema' and 'models'")
-    if data["schema"] != MANIFEST_SCHEMA:
-        raise ModelIntegrityError(f"{path}: manifest schema {data['schema']!r} is not supported")
-    models = data["models"]
-    if not isinstance(models, dict):
-        raise ModelIntegrityError(f"{path}: manifest 'models' must be an object")
-    for name, entry in models.items():
-        if not isinstance(entry, dict) or not is_sha256(entry.get("sha256")):
-            raise ModelIntegrityError(f"{path}: manifest entry {name!r} has no valid sha256: {entry!r}")
-    return models
-
-
-def read_manifest(path: str | Path) -> dict[str, str]:
-    """``{model file name: sha256}`` of every model the manifest pins."""
-    return {name: entry["sha256"] for name, entry in _manifest_entries(Path(path)).items()}
-
-
-def update_manifest(manifest_path: str | Path, model_path: str | Path) -> str:
-    """Pin ``model_path`` (by file name) to the sha256 of its current bytes; create the manifest if needed.
-
-    Returns the sha256 written.
-    """
-    manifest_path, model_path = Path(manifest_path), Path(model_path)
-    if not model_path.is_file():
-        raise ModelIntegrityError(f"{model_path}: model file not found")
-    models = _manifest_entries(manifest_path) if manifest_path.exists() else {}
-    digest = file_sha256(model_path)
-    models[model_path.name] = {"sha256": digest, "bytes": model_path.stat().st_size}
-    _atomic_write_json(manifest_path, {"schema": MANIFEST_SCHEMA, "models": dict(sorted(models.items()))})
-    return digest
-
-
-# -- pinning: hash before anything ---------------------------------------------------------------
-
-
-def read_pinned(
-    path: str | Path,
-    *,
-    manifest: str | Path | None,
-    allowed_sha256: Collection[str] = (),
-    max_bytes: int = 256 << 20,
-) -> tuple[bytes, str]:
-    """Read a file once, hashing it as it streams in, and return ``(bytes, sha256)`` only if the
-    digest is in ``allowed_sha256`` or the manifest pins the file's name to it.
-
-    Nothing is interpreted before this passes; callers work on the returned bytes, so the file
-    cannot change between the check and the load. Refusals are :class:`ModelIntegrityError`
-    naming the file, the expected and the actual hash.
-    """
-    path = Path(path)
-    payload, digest = _read_hashed(path, max_bytes)
-    _check_allowed(path, digest, manifest, allowed_sha256)
-    return payload, digest
-
-
-def _read_hashed(path: Path, max_bytes: int) -> tuple[bytes, str]:
-    digest, buffer, total = hashlib.sha256(), io.BytesIO(), 0
-    try:
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                total += len(chunk)
-                if total > max_bytes:
-                    raise ModelIntegrityError(f"{path}: file is larger than {max_bytes} bytes; refused")
-                digest.update(chunk)
-                buffer.write(chunk)
-    except FileNotFoundError:
-        raise ModelIntegrityError(f"{path}: model file not found") from None
-    except IsADirectoryError:
-        raise ModelIntegrityError(f"{path}: is a directory, not a model file") from None
-    return buffer.getvalue(), digest.hexdigest()
-
-
-def _check_allowed(path: Path, digest: str, manifest: str | Path | None, allowed: Collection[str]) -> None:
-    if isinstance(allowed, str):
-        raise TypeError("allowed_sha256 must be a collection of digests, not a single string")
-    if digest in {a.lower() for a in allowed}:
-        return
-    if manifest is None:
-        raise ModelIntegrityError(
-            f"{path}: sha256 {digest} is not in the allow-list and no manifest was given; refused before reading it"
-        )
-    manifest = Path(manifest)
-    if not manifest.is_file():
-        raise ModelIntegrityError(
-            f"{path}: sha256 {digest} is not in the allow-list and manifest {manifest} does not exist; refused"
-        )
-    expected = read_manifest(manifest).get(path.name)
-    if expected is None:
-        raise ModelIntegrityError(
-            f"{path}: not listed in manifest {manifest} (actual sha256 {digest}); refused before reading it"
-        )
-    if expected != digest:
-        raise ModelIntegrityError(
-            f"{path}: sha256 mismatch: manifest {manifest} expects {expected}, actual {digest}; refused"
-        )
