@@ -5,9 +5,11 @@ Order of operations in :func:`load_model` (each step refuses with :class:`ModelI
 1. Read the file once, streaming it through sha256 into memory (bounded size), and compare the
    digest with the manifest entry for the file's name or with an explicit allow-list. Until this
    passes, no byte of the model is interpreted: no zip parsing, no JSON, no unpickling. Every
-   later step works on the bytes that were hashed, so the file cannot change underneath.
+   later step works on the bytes that were hashed, so the file cannot change underneath
+   (:func:`~l2_tactical.finrl_models.model_manifest.read_pinned`).
 2. For zips: check every member (no absolute paths, no ``..``, no symlinks, no duplicates,
-   bounded count, declared size and compression ratio) and the member names of the format.
+   bounded count, declared size and compression ratio) and the member names of the format
+   (:mod:`l2_tactical.finrl_models.model_archive`; its limits are importable from here too).
 3. Read the model card (``<name>.json`` beside the model; plain JSON) and check it describes these
    bytes; check the FeatureSet (card, or the bundle's ``feature_names.json``) against the expected
    names / schema hash, naming the missing and extra features.
@@ -24,34 +26,43 @@ feature_names, action_space, specialization, performance_metrics, training_confi
 from __future__ import annotations
 
 import io
-import json
-import re
-import stat
 import zipfile
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from l2_tactical.errors import ModelIntegrityError
-from l2_tactical.finrl_models.model_card import card_path_for, read_card, read_pinned
+from l2_tactical.finrl_models.model_archive import (
+    MAX_MEMBERS,
+    MAX_RATIO,
+    MAX_TOTAL_UNCOMPRESSED,
+    ModelKind,
+    inspect_format,
+    read_json_member,
+    read_member,
+    sb3_algorithm,
+)
+from l2_tactical.finrl_models.model_card import card_path_for, read_card
+from l2_tactical.finrl_models.model_manifest import read_pinned
 
-ModelKind = Literal["sb3", "sklearn_bundle", "pkl_dict"]
+__all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_MEMBERS",
+    "MAX_RATIO",
+    "MAX_TOTAL_UNCOMPRESSED",
+    "SB3_ALGORITHMS",
+    "LoadedModel",
+    "ModelKind",
+    "check_features",
+    "load_model",
+]
 
 MAX_FILE_BYTES = 256 << 20
-MAX_MEMBERS = 64
-MAX_TOTAL_UNCOMPRESSED = 512 << 20
-MAX_RATIO = 200.0
-_RATIO_MIN_BYTES = 1 << 20
 SB3_ALGORITHMS = ("A2C", "DDPG", "DQN", "PPO", "SAC", "TD3")
-_SB3_REQUIRED = frozenset({"data", "policy.pth"})
-_SB3_OPTIONAL = frozenset({"_stable_baselines3_version", "system_info.txt"})
-_PTH = re.compile(r"^[A-Za-z0-9_.\-]+\.pth$")
-_BUNDLE_REQUIRED = frozenset({"model.pkl"})
-_BUNDLE_OPTIONAL = frozenset({"preprocessor.pkl", "feature_names.json", "metadata.json"})
 _PKL_DICT_KEYS = frozenset({"model", "feature_names"})
 
 
@@ -119,7 +130,7 @@ def load_model(
     """Verify and load a model file; see the module docstring for the checks and their order."""
     path = Path(path)
     payload, digest = read_pinned(path, manifest=manifest, allowed_sha256=allowed_sha256, max_bytes=MAX_FILE_BYTES)
-    kind, members = _inspect_format(path, payload)
+    kind, members = inspect_format(path, payload)
     card_file = card_path_for(path)
     card = read_card(card_file).to_dict() if card_file.is_file() else None
     if card is not None and card["sha256"] != digest:
@@ -127,90 +138,6 @@ def load_model(
     verified = _Verified(path, payload, digest, card, members, expected_feature_hash, expected_features)
     loaders = {"sb3": _load_sb3, "sklearn_bundle": _load_bundle, "pkl_dict": _load_pkl_dict}
     return loaders[kind](verified)
-
-
-# -- step 2: zip members ------------------------------------------------------------------------
-
-
-def _inspect_format(path: Path, payload: bytes) -> tuple[ModelKind, dict[str, zipfile.ZipInfo]]:
-    if payload[:4] == b"PK\x03\x04" or zipfile.is_zipfile(io.BytesIO(payload)):
-        return _inspect_zip(path, payload)
-    if path.suffix.lower() == ".pkl":
-        return "pkl_dict", {}
-    raise ModelIntegrityError(f"{path}: neither a zip nor a .pkl file; cannot tell its format")
-
-
-def _inspect_zip(path: Path, payload: bytes) -> tuple[ModelKind, dict[str, zipfile.ZipInfo]]:
-    try:
-        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
-            infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ModelIntegrityError(f"{path}: unreadable zip: {exc}") from None
-    if len(infos) > MAX_MEMBERS:
-        raise ModelIntegrityError(f"{path}: {len(infos)} zip members, more than the limit {MAX_MEMBERS}")
-    members: dict[str, zipfile.ZipInfo] = {}
-    total = 0
-    for info in infos:
-        _check_member(path, info)
-        if info.filename in members:
-            raise ModelIntegrityError(f"{path}: duplicate zip member {info.filename!r}")
-        members[info.filename] = info
-        total += info.file_size
-    if total > MAX_TOTAL_UNCOMPRESSED:
-        raise ModelIntegrityError(
-            f"{path}: zip declares {total} uncompressed bytes, more than the limit {MAX_TOTAL_UNCOMPRESSED}"
-        )
-    return _zip_kind(path, set(members)), members
-
-
-def _check_member(path: Path, info: zipfile.ZipInfo) -> None:
-    name = info.filename
-    parts = name.replace("\\", "/").split("/")
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts or "\x00" in name:
-        raise ModelIntegrityError(f"{path}: unsafe zip member path {name!r} (absolute or path traversal)")
-    if stat.S_ISLNK(info.external_attr >> 16):
-        raise ModelIntegrityError(f"{path}: zip member {name!r} is a symbolic link")
-    if info.file_size > MAX_TOTAL_UNCOMPRESSED:
-        raise ModelIntegrityError(
-            f"{path}: zip member {name!r} declares {info.file_size} bytes, more than the limit {MAX_TOTAL_UNCOMPRESSED}"
-        )
-    if info.file_size > _RATIO_MIN_BYTES and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-        raise ModelIntegrityError(
-            f"{path}: zip member {name!r} expands {info.file_size} / {info.compress_size} bytes "
-            f"(ratio above {MAX_RATIO:g}); looks like a zip bomb"
-        )
-
-
-def _zip_kind(path: Path, names: set[str]) -> ModelKind:
-    if names >= _SB3_REQUIRED:
-        unexpected = sorted(n for n in names - _SB3_REQUIRED - _SB3_OPTIONAL if not _PTH.match(n))
-        kind: ModelKind = "sb3"
-    elif names >= _BUNDLE_REQUIRED:
-        unexpected = sorted(names - _BUNDLE_REQUIRED - _BUNDLE_OPTIONAL)
-        kind = "sklearn_bundle"
-    else:
-        raise ModelIntegrityError(
-            f"{path}: zip is neither an SB3 model (needs {sorted(_SB3_REQUIRED)}) nor a model bundle "
-            f"(needs {sorted(_BUNDLE_REQUIRED)}); members: {sorted(names)}"
-        )
-    if unexpected:
-        raise ModelIntegrityError(f"{path}: unexpected member(s) {unexpected} in a {kind} zip")
-    return kind
-
-
-def _read_member(path: Path, payload: bytes, info: zipfile.ZipInfo) -> bytes:
-    with zipfile.ZipFile(io.BytesIO(payload)) as archive, archive.open(info) as handle:
-        data = handle.read(info.file_size + 1)
-    if len(data) != info.file_size:
-        raise ModelIntegrityError(f"{path}: zip member {info.filename!r} size differs from its declared size")
-    return data
-
-
-def _read_json_member(path: Path, payload: bytes, info: zipfile.ZipInfo) -> Any:
-    try:
-        return json.loads(_read_member(path, payload, info).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelIntegrityError(f"{path}: member {info.filename!r} is not valid JSON: {exc}") from None
 
 
 # -- step 3: FeatureSet -------------------------------------------------------------------------
@@ -249,29 +176,11 @@ def _card_features(card: Mapping[str, Any] | None) -> tuple[tuple[str, ...] | No
 # -- step 4: deserialise ------------------------------------------------------------------------
 
 
-def _sb3_algorithm(path: Path, payload: bytes, members: Mapping[str, zipfile.ZipInfo]) -> str | None:
-    """Infer the algorithm from the zip's ``data`` JSON without unpickling anything."""
-    data = _read_json_member(path, payload, members["data"])
-    if not isinstance(data, dict):
-        raise ModelIntegrityError(f"{path}: SB3 'data' member is not a JSON object")
-    policy = data.get("policy_class")
-    module = policy.get("__module__", "") if isinstance(policy, dict) else ""
-    by_module = {"stable_baselines3.sac.": "SAC", "stable_baselines3.dqn.": "DQN"}
-    for prefix, algo in by_module.items():
-        if module.startswith(prefix):
-            return algo
-    if module.startswith("stable_baselines3.td3."):
-        return "DDPG" if data.get("policy_delay") == 1 and data.get("target_noise_clip") == 0.0 else "TD3"
-    if module.startswith("stable_baselines3.common.policies"):
-        return "PPO" if "clip_range" in data else "A2C"
-    return None
-
-
 def _load_sb3(v: _Verified) -> LoadedModel:
     path, payload, card, members = v.path, v.payload, v.card, v.members
     names, schema_hash = _card_features(card)
     check_features(path, names, schema_hash, v.expected_features, v.expected_hash)
-    inferred = _sb3_algorithm(path, payload, members)
+    inferred = sb3_algorithm(path, payload, members)
     algorithm = str(card["algorithm"]).upper() if card is not None else inferred
     if algorithm is None:
         raise ModelIntegrityError(f"{path}: cannot tell the SB3 algorithm (no model card, unknown policy class)")
@@ -317,22 +226,22 @@ def _load_bundle(v: _Verified) -> LoadedModel:
     names, schema_hash = _card_features(card)
     metadata: dict[str, Any] = {}
     if "metadata.json" in members:
-        metadata = _read_json_member(path, payload, members["metadata.json"])
+        metadata = read_json_member(path, payload, members["metadata.json"])
         if not isinstance(metadata, dict):
             raise ModelIntegrityError(f"{path}: metadata.json must be a JSON object")
         schema_hash = schema_hash or metadata.get("feature_schema_hash")
     if "feature_names.json" in members:
-        listed = _read_json_member(path, payload, members["feature_names.json"])
+        listed = read_json_member(path, payload, members["feature_names.json"])
         if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
             raise ModelIntegrityError(f"{path}: feature_names.json must be a list of strings")
         if names is not None and tuple(listed) != names:
             raise ModelIntegrityError(f"{path}: feature_names.json disagrees with the model card")
         names = tuple(listed)
     check_features(path, names, schema_hash, v.expected_features, v.expected_hash)
-    model = _unpickle(path, _read_member(path, payload, members["model.pkl"]), "model.pkl")
+    model = _unpickle(path, read_member(path, payload, members["model.pkl"]), "model.pkl")
     pre = None
     if "preprocessor.pkl" in members:
-        pre = _unpickle(path, _read_member(path, payload, members["preprocessor.pkl"]), "preprocessor.pkl")
+        pre = _unpickle(path, read_member(path, payload, members["preprocessor.pkl"]), "preprocessor.pkl")
     algorithm = str(metadata.get("model_type") or (card or {}).get("algorithm") or type(model).__name__)
     return LoadedModel(
         path=path,
