@@ -24,8 +24,10 @@ Life of an order::
   ``await sync()`` (:class:`BinanceBusAdapter` calls it on every order and bar).
 
 Binance's fills, errors and refusals are read in :mod:`l1_operational.binance_fills`, the protective
-orders' ids and requests built in :mod:`l1_operational.binance_protection`; the bus adapter is
-:mod:`l1_operational.binance_bus_adapter` (their names are importable from here too).
+orders' ids and requests built in :mod:`l1_operational.binance_protection` and kept on the exchange
+(placed, polled, cancelled, flattened when refused) by the base class in
+:mod:`l1_operational.binance_stop_keeper`, which also holds :func:`client_order_id`; the bus adapter
+is :mod:`l1_operational.binance_bus_adapter` (their names are importable from here too).
 """
 
 from __future__ import annotations
@@ -41,21 +43,19 @@ from l1_operational.binance_fills import (
     AUTH_CODES,
     BinanceRefusal,
     FillSummary,
-    call_binance,
-    exit_fill,
     fill_time,
     market_fill,
     reason_for,
     summarize_fills,
 )
-from l1_operational.binance_protection import Protection, format_step, protection_for, protection_request
+from l1_operational.binance_protection import Protection, format_step, protection_for
+from l1_operational.binance_stop_keeper import OPEN, BinanceStopKeeper, client_order_id
 from l1_operational.executor import ExecutorStats, PendingOrder
 from l1_operational.live_gate import RedactingFilter, api_credentials
 from l1_operational.order_manager import AccountView, check_order
-from l1_operational.portfolio import FillRecord, Portfolio, Position, base_asset
+from l1_operational.portfolio import FillRecord, Portfolio, base_asset
 from l2_tactical.errors import ConfigError, TransientError
-from l2_tactical.execution import round_to_step
-from l2_tactical.messages import ExecutionReport, ExecutionStatus, OrderIntent, ReasonCode, Side, stable_id
+from l2_tactical.messages import ExecutionReport, ExecutionStatus, OrderIntent, ReasonCode, Side
 
 if TYPE_CHECKING:
     from l1_operational.datafeed import Bar
@@ -66,23 +66,11 @@ __all__ = ["AUTH_CODES", "OPEN", "BinanceBusAdapter", "BinanceExecutor", "Binanc
            "client_order_id", "protection_for", "reason_for", "summarize_fills"]
 
 log = logging.getLogger(__name__)
-OPEN = ("NEW", "PARTIALLY_FILLED")
 _LOGGERS = ("", "binance", "l1_operational", "aiohttp")
 
 
-def client_order_id(order_id: str) -> str:
-    """Binance newClientOrderId for an order_id (``^[.A-Z:/a-z0-9_-]{1,36}$``).
 
-    >>> client_order_id("ord-0123456789abcdef0123")
-    'l2-ord-0123456789abcdef0123'
-    """
-    cid = f"l2-{order_id}"
-    if len(cid) > 36 or not all(c.isalnum() or c in ".:/_-" for c in cid):
-        raise ValueError(f"order_id={order_id!r}: cannot be a Binance clientOrderId ({cid!r})")
-    return cid
-
-
-class BinanceExecutor:
+class BinanceExecutor(BinanceStopKeeper):
     """L1 in TESTNET / LIVE mode: same validation, journal and reports as PaperExecutor, fills from Binance."""
 
     def __init__(self, *, journal: Journal, symbols: Mapping[str, Any], quote_asset: str, clock: Clock, mode: str,
@@ -266,98 +254,6 @@ class BinanceExecutor:
         self.stats.filled += 1
         return fill[1]
 
-    # -------------------------------------------------------------- protection
-    async def _protect(self, symbol: str) -> list[ExecutionReport]:
-        """(Re)place the protective order(s) for the symbol's whole position; refused -> close at market."""
-        reports = await self._cancel_protection(symbol)
-        pos = self.portfolio.position(symbol)
-        if pos is None or pos.stop_loss is None:
-            return reports
-        lot, tick = self._lot(symbol), self._ticks[symbol]
-        qty = round_to_step(min(pos.qty, sum(self._balances.get(base_asset(symbol, self.quote_asset), (0, 0)))), lot)
-        if qty < self.symbols[symbol].min_qty:
-            return reports
-        prot = protection_for(pos, lot)
-        what, params = protection_request(prot, pos, qty, lot=lot, tick=tick, stop_limit_bps=self.stop_limit_bps)
-        try:
-            await self._call(what, self.client.create_oco_order if what == "OCO" else self.client.create_order,
-                             **params)
-        except BinanceRefusal as exc:
-            log.error("binance refused the protective stop of %s (code %s: %s); closing the position at market",
-                      symbol, exc.code, exc.message)
-            try:
-                return [*reports, await self._flatten(pos, qty)]
-            except BinanceRefusal as refused:
-                log.critical("binance refused to close the unprotected %s position (%s); retrying on the next sync",
-                             symbol, refused)
-                return reports
-        self._protection[symbol] = prot
-        await self._refresh_account()
-        return reports
-
-    async def _cancel_protection(self, symbol: str) -> list[ExecutionReport]:
-        """Cancel the symbol's protective order(s); if they had filled meanwhile, the exit's report."""
-        prot = self._protection.pop(symbol, None)
-        if prot is None:
-            return []
-        try:
-            await self._call("cancel", self.client.cancel_order, symbol=symbol, origClientOrderId=prot.stop_id)
-        except BinanceRefusal as exc:
-            if exc.code not in (-2011, -2013):
-                self._protection[symbol] = prot
-                raise TransientError(f"binance cancel {prot.stop_id}: code {exc.code} {exc.message}") from None
-            state, order, reason = await self._leg_state(symbol, prot)
-            pos = self.portfolio.position(symbol)
-            if state == "filled" and pos is not None and order is not None and reason is not None:
-                await self._refresh_account()
-                return [self._record_exit(pos, order, reason)]
-        await self._refresh_account()
-        return []
-
-    async def _check_protection(self, symbol: str) -> list[ExecutionReport]:
-        """A filled protective leg becomes an exit; a missing or cancelled one is placed again."""
-        prot, pos = self._protection.get(symbol), self.portfolio.position(symbol)
-        if pos is None:
-            return []
-        if prot is None:
-            return await self._protect(symbol)
-        state, order, reason = await self._leg_state(symbol, prot)
-        if state == "open":
-            return []
-        self._protection.pop(symbol, None)
-        if state == "filled" and order is not None and reason is not None:
-            await self._refresh_account()
-            return [self._record_exit(pos, order, reason)]
-        return await self._protect(symbol)
-
-    async def _leg_state(self, symbol: str, prot: Protection) -> tuple[str, dict[str, Any] | None, ReasonCode | None]:
-        """("open" | "filled" | "gone", the filled leg with its fills, the exit's reason)."""
-        for leg, reason in ((prot.stop_id, ReasonCode.STOP_LOSS_HIT), (prot.tp_id, ReasonCode.TAKE_PROFIT_HIT)):
-            order = None if leg is None else await self._recover(symbol, leg)
-            if order is None:
-                continue
-            if float(order["executedQty"]) > 0:
-                return "filled", order, reason
-            if order["status"] in OPEN:
-                return "open", None, None
-        return "gone", None, None
-
-    async def _flatten(self, pos: Position, qty: float) -> ExecutionReport:
-        cid = client_order_id(stable_id("flat", pos.order_id, f"{qty:.8f}")[:24])
-        resp = await self._recover(pos.symbol, cid)
-        if resp is None:
-            resp = await self._call("flatten", self.client.create_order, symbol=pos.symbol, side="SELL",
-                                    type="MARKET", quantity=format_step(qty, self._lot(pos.symbol)),
-                                    newClientOrderId=cid, newOrderRespType="FULL")
-        await self._refresh_account()
-        return self._record_exit(pos, resp, ReasonCode.STOP_REFUSED)
-
-    def _record_exit(self, pos: Position, order: Mapping[str, Any], reason: ReasonCode) -> ExecutionReport:
-        record, report = exit_fill(pos, order, reason, self.quote_asset)
-        self._commit(record, report, order_filled=False)
-        self.stats.exits += 1
-        return report
-
     # ----------------------------------------------------------------- account
     def account_view(self) -> AccountView:
         """Binance's balances (free quote; free + locked base, as L1's own stops hold it) minus pending orders."""
@@ -387,8 +283,6 @@ class BinanceExecutor:
 
     def _lot(self, symbol: str) -> float:
         return float(self.symbols[symbol].lot_step)
-
-    _call = staticmethod(call_binance)
 
     # ----------------------------------------------------------------- reports
     def _commit(self, record: FillRecord, report: ExecutionReport, *, order_filled: bool) -> None:
