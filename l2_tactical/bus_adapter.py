@@ -13,6 +13,10 @@
   ``STALE_HEARTBEAT`` / ``ACCOUNT_NOT_SYNCED``, a RiskAlert on each change) — then the loop
   decides and its OrderIntents go to ``l2.orders``, its RiskAlerts to ``l2.alerts``.
   Correlation ids are the loop's (the signal id, prefixed by the L3 decision id when one rules).
+* ``store`` (:class:`~l2_tactical.risk_store.RiskStore`, optional): L2's risk state (kill switch,
+  peak, day, per-position tracking) is restored from it on the first adoption of L1's account (the
+  RiskAlert saying what was restored goes to ``l2.alerts``) and written after each bar, report and
+  snapshot that changed it.
 * a Heartbeat from ``sender`` every ``bus.heartbeat_seconds``.
 * publishing: one attempt inline; on TransientError the message waits in an outbox (order
   kept) that a background task retries with exponential backoff and jitter
@@ -38,8 +42,17 @@ from typing import Any
 
 from l2_tactical.bus import Backoff, DropReason, MessageBus, Topic
 from l2_tactical.errors import TransientError
-from l2_tactical.messages import AccountSnapshot, ExecutionReport, Heartbeat, Message, RiskAlert, StrategicDecision
+from l2_tactical.messages import (
+    AccountSnapshot,
+    AlertSeverity,
+    ExecutionReport,
+    Heartbeat,
+    Message,
+    RiskAlert,
+    StrategicDecision,
+)
 from l2_tactical.risk_gate import account_gate
+from l2_tactical.risk_store import RiskStore
 from l2_tactical.tactical_account import AccountSync
 from l2_tactical.tactical_loop import BarDecision, TacticalLoop
 
@@ -65,7 +78,8 @@ class L2BusAdapter:
 
     def __init__(self, bus: MessageBus, loop: TacticalLoop, *, sender: str = "l2", l1_sender: str = "l1",
                  liveness: Callable[[], float] = time.monotonic, advance_clock: bool = False,
-                 probe_timeout_s: float = 1.0, backoff: Backoff | None = None) -> None:
+                 probe_timeout_s: float = 1.0, backoff: Backoff | None = None,
+                 store: RiskStore | None = None) -> None:
         cfg = loop.config.bus
         self.bus, self.loop, self.sender, self.l1_sender = bus, loop, sender, l1_sender
         self.heartbeat_seconds, self.timeout_s = cfg.heartbeat_seconds, cfg.heartbeat_timeout_seconds
@@ -73,7 +87,7 @@ class L2BusAdapter:
         self.backoff = backoff or Backoff(cfg.retry_base_seconds, cfg.retry_max_seconds)
         self.outbox: collections.deque[tuple[Topic, Message]] = collections.deque()
         self.stats = AdapterStats()
-        self.sync = AccountSync(loop.account, loop.on_report)
+        self.sync = AccountSync(loop.account, loop.on_report, store=store, risk=loop.config.risk if store else None)
         self._l1_seen: float | None = None
         self._l1_beat = asyncio.Event()
         self._account = asyncio.Event()
@@ -146,6 +160,7 @@ class L2BusAdapter:
         self.loop.gate = account_gate(liveness, self.sync.synced)
         changed = self.loop.gate_alert(previous, now)
         decision = self.loop.on_bar(bar.symbol, bar, now)
+        self.sync.save(now)
         self.stats.bars += 1
         for order in decision.orders:
             await self.send(Topic.L2_ORDERS, order)
@@ -230,15 +245,19 @@ class L2BusAdapter:
     async def _on_report(self, message: Message) -> None:
         if isinstance(message, ExecutionReport):
             self.stats.reports_received += 1
-            self.sync.on_report(message)
+            if self.sync.on_report(message):
+                self.sync.save(self.loop.clock.now())
 
     async def _on_snapshot(self, message: Message) -> None:
         if not isinstance(message, AccountSnapshot) or message.sender != self.l1_sender:
             return
         self.stats.snapshots_received += 1
-        for alert in self.sync.on_snapshot(message, self.loop.clock.now()):
-            log.warning("l2: %s", alert_text(alert))
+        now = self.loop.clock.now()
+        for alert in self.sync.on_snapshot(message, now):
+            log.log(logging.INFO if alert.severity is AlertSeverity.INFO else logging.WARNING, "l2: %s",
+                    alert_text(alert))
             await self.send(Topic.L2_ALERTS, alert)
+        self.sync.save(now)
         if self.sync.synced:
             self._account.set()
 

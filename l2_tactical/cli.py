@@ -19,7 +19,7 @@ from importlib.metadata import entry_points
 
 from l2_tactical.errors import L2Error
 
-COMMANDS = ("data", "demo", "signals", "backtest", "paper")
+COMMANDS = ("data", "demo", "signals", "backtest", "paper", "risk")
 # Commands that live in packages l2_tactical must not import (training -> envs -> l2_tactical)
 # register themselves through this entry-point group (see pyproject.toml): dependency inversion,
 # not an import against DESIGN.md's arrows.

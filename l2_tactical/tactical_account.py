@@ -26,9 +26,17 @@ L1's book is the book of record, and L2 rebuilds its mirror from L1's
   holds the journal and the exchange's answers, L2 only a copy. A position whose quantity and
   entry agree keeps L2's own tracking (trailed stop, excursions, bars held).
 
-What a restart cannot recover is said here: the equity peak, the day's start equity and trade
-count restart at the adopted account, bars held at 0, the source that opened a position is
-``unknown``, and the entry equity is taken as today's equity less the position's unrealised PnL.
+What only L2 knows survives a restart when the AccountSync has a
+:class:`~l2_tactical.risk_store.RiskStore` (``l2 paper`` always gives it one): after the first
+adoption the stored trading state (a HALTED kill switch stays HALTED until the operator resets it,
+``l2 risk reset``), equity peak, today's start equity, trade count and ``daily_loss_hit``, and per
+position still held with the same quantity and entry its bars held, origin and entry equity are
+put back, with a RiskAlert saying what was restored (details in :mod:`l2_tactical.risk_store`).
+What a restart still cannot recover: the orders in flight (L1's reports and snapshot settle them),
+the trailed stop and excursions of a position (L1's stop is taken), and, without a store or for a
+position whose quantity or entry changed while L2 was down, the tracking above (bars held 0,
+origin ``unknown``, entry equity = today's equity less the position's unrealised PnL; the risk
+state restarts at the adopted account).
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ from l2_tactical.risk_controls import (
     record_order,
     replace_position,
 )
+from l2_tactical.risk_store import RiskStore, capture, restore
 
 log = logging.getLogger(__name__)
 
@@ -253,12 +262,16 @@ class AccountSync:
 
     ``apply`` applies one report to the mirror (``TacticalLoop.on_report``: it also tells the signal
     generator about fills); ``early_limit`` bounds the reports held back before the first snapshot
-    (beyond it the oldest go, and the next comparable snapshot repairs the mirror).
+    (beyond it the oldest go, and the next comparable snapshot repairs the mirror). ``store``: where
+    L2's risk state survives a restart (:mod:`l2_tactical.risk_store`), restored on the first
+    adoption (re-marked with the ``risk`` limits) and written by :meth:`save`.
     """
 
     def __init__(self, account: TacticalAccount, apply: Callable[[ExecutionReport], bool], *,
-                 early_limit: int = 10_000) -> None:
-        self.account, self.apply = account, apply
+                 early_limit: int = 10_000, store: RiskStore | None = None, risk: Any = None) -> None:
+        if store is not None and risk is None:
+            raise ValueError("AccountSync(store=...) needs the risk limits (risk=config.risk) to restore with")
+        self.account, self.apply, self.store, self.risk = account, apply, store, risk
         self.adopted: AccountSnapshot | None = None   # the snapshot the mirror was last rebuilt from
         self.position = ""                            # the last L1 report the mirror reflects ("": none)
         self.compared = self.mismatches = self.dropped_early = 0
@@ -291,13 +304,17 @@ class AccountSync:
             return ()  # an order in flight: its report moves the mirror first
         if self.adopted is None:
             self._adopt(snapshot, now, first=True)
+            stored = self.store.load() if self.store is not None else None
+            restored = () if stored is None else restore(self.account, stored, now, self.risk,
+                                                           source=self.store.name if self.store else "")
             early, self._early = list(self._early), collections.deque(maxlen=self._early.maxlen)
             for report in early:
                 self.on_report(report)
             log.info("l2: account adopted from L1 snapshot %d: cash %.2f, positions %s, after report %r",
                      snapshot.sequence, snapshot.cash, {p.symbol: p.qty for p in snapshot.positions},
                      snapshot.last_report_id)
-            return ()
+            self.save(now)
+            return restored
         if snapshot.last_report_id != self.position:
             return ()  # ahead of or behind the mirror in L1's report stream: not comparable
         self.compared += 1
@@ -308,6 +325,13 @@ class AccountSync:
         alerts = tuple(mismatch_alert(symbol, mine, theirs, snapshot, now) for symbol, mine, theirs in diffs)
         self._adopt(snapshot, now, first=False)
         return alerts
+
+    def save(self, now: datetime) -> bool:
+        """Write the risk state to the store if it changed (True when written); nothing before L1's
+        account is adopted (the fresh state then must never overwrite a stored one)."""
+        if self.store is None or self.adopted is None:
+            return False
+        return self.store.save(capture(self.account), now)
 
     def _adopt(self, snapshot: AccountSnapshot, now: datetime, *, first: bool) -> None:
         self.account.adopt(snapshot, now, first=first)

@@ -12,8 +12,12 @@
 * PAPER is the only mode this build trades in; ``--mode LIVE`` also needs ``BINANCE_MODE=LIVE``
   and ``--confirm-live`` and is then refused (no order routing to Binance here).
 
+L2's risk state (kill switch, equity peak, the UTC day's loss budget and trade count, per-position
+tracking) survives a restart in ``--state`` (see ``l2 risk --help``); a kill switch kept there is
+cleared only by ``--reset-kill-switch`` or ``l2 risk reset``.
+
 Ends with a summary: bars, signals, orders, fills, rejections by reason (L1 and L2), PnL, fees.
-Exit codes: 0 ok, 3 bad configuration/arguments, 4 bad data, 6 bus or L1 unreachable (retry),
+Exit codes: 0 ok, 3 bad configuration/arguments, 4 bad data or risk state file, 6 bus or L1 unreachable (retry),
 1 the L1 process failed.
 
 L1 is reached through the ``l2_tactical.l1`` entry-point group (dependency inversion: this
@@ -60,6 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup-bars", type=int, default=2100, help="replay bars before the start that warm up")
     p.add_argument("--prefix", help="stream prefix (default: a fresh one per run; --role l2: bus.stream_prefix)")
     p.add_argument("--journal", help="L1 journal URL (default: a fresh SQLite file under runs/)")
+    p.add_argument("--state", metavar="FILE", help="L2's risk state file, kept across restarts (default: next to "
+                   "an SQLite journal, <journal>-l2state.sqlite; else runs/l2-state-<prefix>.sqlite; none: no store)")
+    p.add_argument("--reset-kill-switch", action="store_true",
+                   help="clear a kill switch (HALTED) kept in the risk state file before starting (logged)")
     p.add_argument("--rest-url", help="python-binance REST base (e.g. a local replay server)")
     p.add_argument("--stream-url", help="python-binance websocket base")
     p.add_argument("--backfill", type=int, default=0, help="binance: REST bars per symbol before the stream")
@@ -136,6 +144,8 @@ class Setup:
         self.start: datetime | None = None
         self.end: datetime | None = None
         self.history: dict[str, Any] = {}
+        self.store: Any = None
+        self.state_path: Path | None = None
         self.interval = interval
         if self.kind == "replay":
             self._plan_replay()
@@ -189,6 +199,18 @@ class Setup:
         self.runs.mkdir(exist_ok=True)
         return f"sqlite:///{self.runs / f'paper-{self.run_id}.sqlite'}"
 
+    def open_store(self, prefix: str) -> None:
+        """L2's risk state store (see ``l2 risk``), next to the journal L2 knows (``--role l2``: none)."""
+        from l2_tactical.commands.risk import open_paper_store, paper_state_path
+
+        journal = self.journal_url() if _is_memory(self.url) or self.args.role == "both" else None
+        self.state_path = paper_state_path(self.args.state, journal, prefix, self.runs)
+        self.store = open_paper_store(self.state_path, reset=self.args.reset_kill_switch)
+
+    def close_store(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
     def l2(self, bus: Any) -> tuple[Any, Any]:
         from l2_tactical.bus_adapter import L2BusAdapter
         from l2_tactical.signal_generator import SignalGenerator
@@ -199,7 +221,7 @@ class Setup:
         for symbol, frame in self.history.items():
             if len(frame):
                 loop.warm_up(symbol, frame)
-        adapter = L2BusAdapter(bus, loop, advance_clock=self.kind == "replay")
+        adapter = L2BusAdapter(bus, loop, advance_clock=self.kind == "replay", store=self.store)
         return loop, adapter
 
     def open_bus(self, url: str, prefix: str, group: str) -> Any:
@@ -251,6 +273,7 @@ async def _run_memory(s: Setup) -> dict[str, Any]:
     """L2 + L1 in one process, bar by bar in the canonical order."""
     url = f"memory://paper-{s.run_id}"
     prefix = s.args.prefix or s.cfg.bus.stream_prefix
+    s.open_store(prefix)
     l1_bus, l2_bus = s.open_bus(url, prefix, "l1"), s.open_bus(url, prefix, "l2")
     journal = s.l1.journal(s.journal_url())
     executor = s.l1.paper_executor.from_config(s.cfg, journal=journal, clock=s.clock)
@@ -282,6 +305,7 @@ async def _run_memory(s: Setup) -> dict[str, Any]:
         await l1_bus.close()
         metrics.close()
         journal.close()
+        s.close_store()
     return _summary(s, loop, l2, {**executor.summary(), "bars": l1.bars,
                                   "portfolio": executor.portfolio.snapshot()}, 0)
 
@@ -308,6 +332,7 @@ async def _run_split(s: Setup) -> dict[str, Any]:
     """L2 here, L1 as its own process on the same Redis streams."""
     a = s.args
     prefix = a.prefix or (s.cfg.bus.stream_prefix if a.role == "l2" else f"{s.cfg.bus.stream_prefix}-{s.run_id}")
+    s.open_store(prefix)
     bus = s.open_bus(s.url, prefix, "l2")
     loop, l2 = s.l2(bus)
     child: subprocess.Popen[bytes] | None = None
@@ -344,6 +369,7 @@ async def _run_split(s: Setup) -> dict[str, Any]:
                 child.wait(10)
         await l2.stop()
         await bus.close()
+        s.close_store()
     return _summary(s, loop, l2, l1_summary, 1 if code else 0, prefix=prefix)
 
 
@@ -360,6 +386,7 @@ def _summary(s: Setup, loop: Any, l2: Any, l1: dict[str, Any], exit_code: int, *
         "equity": equity, "open_positions": l1.get("open_positions", snap["open_positions"]),
         "latency_p95_ms": snap["latency_p95_ms"], "l1_summary_available": bool(l1), "exit_code": exit_code,
         "journal": s.args.journal or f"runs/paper-{s.run_id}.sqlite",
+        "risk_state": str(s.state_path) if s.state_path is not None else None,
     }
 
 
@@ -374,7 +401,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"L2 signals without order, by reason: {l2r}",
         f"PnL {summary['pnl']:+,.2f}  fees {summary['fees']:,.2f}  equity {summary['equity']:,.2f}  "
         f"open positions {summary['open_positions']}",
-        f"journal {summary['journal']}",
+        f"journal {summary['journal']}  L2 risk state {summary['risk_state'] or 'not kept (--state none)'}",
     ]
     if not summary["l1_summary_available"]:
         lines.append("(L1's own summary was not available: fills/fees/PnL are L2's view of L1's reports)")

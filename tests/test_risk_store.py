@@ -1,0 +1,331 @@
+"""L2's risk state survives an L2 restart (l2_tactical.risk_store): kill switch, daily loss, peak, tracking.
+
+Real L1 (PaperExecutor on real BTCUSDT 1m bars of 2025-06-02 and 03), real L2 (TacticalLoop with an
+AccountSync on a RiskStore file); the signals are scripted so the scenario is exact. A restart is a
+new TacticalLoop + AccountSync + RiskStore on the same file, adopting L1's snapshot as on the bus
+(the bus versions are in tests/test_l2_recovery.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from datetime import timedelta
+from functools import lru_cache
+
+import pytest
+
+from l1_operational.bus_adapter import ReportTrail
+from l1_operational.executor import PaperExecutor
+from l1_operational.journal import Journal
+from l2_tactical.cli import main
+from l2_tactical.clock import SimulatedClock
+from l2_tactical.config import L2Config
+from l2_tactical.data.candles import load_candles
+from l2_tactical.messages import AlertSeverity, ReasonCode, Side, SignalDirection, TradingState
+from l2_tactical.risk_store import RiskStore, StateStoreError, capture
+from l2_tactical.tactical_account import AccountSync
+from l2_tactical.tactical_loop import TacticalLoop
+from tests.l1_support import BTC_1M, bars, intent_after
+from tests.test_tactical_loop import Scripted
+
+SYMBOL = "BTCUSDT"
+LONG, CLOSE = SignalDirection.LONG, SignalDirection.CLOSE_LONG
+BASE = L2Config.default()
+
+
+@lru_cache(maxsize=1)
+def two_days():
+    """Real closed 1m bars of 2025-06-02 and 2025-06-03 (index 1440 is the first bar of the second UTC day)."""
+    return tuple(bars(BTC_1M, "2025-06-02T00:00:00Z", "2025-06-04T00:00:00Z"))
+
+
+NEXT_DAY = 1440
+
+
+def config(**risk: object) -> L2Config:
+    return BASE.with_overrides({f"risk.{k}": v for k, v in risk.items()})
+
+
+HOLD = {"stop_method": "fixed", "default_stop_pct": 0.03, "trailing_stop": False}   # a position that stays open
+
+
+class L2:
+    """One L2 process: its loop, its AccountSync on the store, the alerts its start raised."""
+
+    def __init__(self, desk: Desk, cfg: L2Config, plan: dict[int, SignalDirection], index: int) -> None:
+        self.loop = TacticalLoop(cfg, Scripted(plan), clock=desk.clock)
+        start = two_days()[index].open_time
+        self.loop.warm_up(SYMBOL, load_candles(BTC_1M).slice((start - timedelta(hours=3)).isoformat(),
+                                                             start.isoformat()))
+        self.loop.risk_gate(True, 0.0)
+        self.store = RiskStore(desk.path)
+        self.sync = AccountSync(self.loop.account, self.loop.on_report, store=self.store, risk=cfg.risk)
+        self.alerts = self.sync.on_snapshot(desk.snapshot(), desk.clock.now())
+        self.held_bars = 0        # bars this L2 saw close with the position open (counted here, not by L2)
+
+    @property
+    def state(self):
+        return self.loop.account.state
+
+    def stop(self) -> None:
+        self.store.close()
+
+
+class Desk:
+    """A real L1 book and the L2s that trade on it one after the other (a restart = a new :class:`L2`)."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+        self.clock = SimulatedClock(two_days()[0].open_time)
+        self.executor = PaperExecutor.from_config(BASE, journal=Journal("sqlite://"), clock=self.clock)
+        self.trail = ReportTrail()
+        self.sequence = 0
+        self.index = 0               # the next bar
+
+    def snapshot(self):
+        self.sequence += 1
+        return self.executor.portfolio.account_snapshot(sender="l1", timestamp=self.clock.now(),
+                                                        reports=self.trail.count, recent_report_ids=self.trail.recent(),
+                                                        sequence=self.sequence)
+
+    def start(self, plan: dict[int, SignalDirection] | None = None, cfg: L2Config = BASE) -> L2:
+        """A new L2 starting at the next bar; ``plan``: its signals, by bars since its start."""
+        return L2(self, cfg, plan or {}, self.index)
+
+    def bar(self, l2: L2 | None):
+        """The next bar: L1 fills/exits, L2 (``None``: down) hears the reports, decides, saves its state."""
+        bar = two_days()[self.index]
+        self.index += 1
+        self.clock.set(bar.close_time)
+        reports = self.executor.on_bar(bar)
+        for report in reports:
+            self.trail.add(report.report_id)
+        if l2 is None:
+            return None
+        for report in reports:
+            l2.sync.on_report(report)
+        decision = l2.loop.on_bar(SYMBOL, bar, bar.close_time)
+        for order in decision.orders:
+            answer = self.executor.submit(order)
+            if answer is not None:
+                self.trail.add(answer.report_id)
+                l2.sync.on_report(answer)
+        l2.sync.save(bar.close_time)
+        l2.held_bars += SYMBOL in l2.state.positions
+        return decision
+
+    def run(self, l2: L2 | None, n: int) -> list:
+        return [self.bar(l2) for _ in range(n)]
+
+
+def reasons(decisions) -> list[ReasonCode]:
+    return [r for d in decisions if d is not None for _, r in d.reasons]
+
+
+def buys(decisions) -> list:
+    return [o for d in decisions if d is not None for o in d.orders if o.side is Side.BUY]
+
+
+def halted_desk(tmp_path) -> tuple[Desk, L2, L2Config]:
+    """An L2 whose kill switch fired (limits tight enough for a round trip on real bars to trip it)."""
+    cfg = config(drawdown_reduce=0.0002, drawdown_halt=0.0002)
+    desk = Desk(tmp_path / "l2state.sqlite")
+    desk.run(None, 600)
+    first = desk.start({0: LONG, 30: CLOSE}, cfg)
+    decisions = desk.run(first, 40)
+    assert len(buys(decisions)) == 1 and SYMBOL not in desk.executor.portfolio.positions   # in and out
+    assert first.state.trading_state is TradingState.HALTED
+    first.stop()
+    return desk, first, cfg
+
+
+def test_a_halted_l2_restarted_stays_halted_and_sends_no_new_risk_until_the_operator_resets_it(tmp_path, capsys):
+    desk, _, cfg = halted_desk(tmp_path)
+    desk.run(None, 5)                                          # L2 down for five bars
+
+    second = desk.start({0: LONG, 3: LONG}, cfg)
+    (restored,) = [a for a in second.alerts if "restored" in a.message]
+    assert restored.severity is AlertSeverity.WARNING and restored.code is ReasonCode.DRAWDOWN_KILL_SWITCH
+    assert second.state.trading_state is TradingState.HALTED
+    decisions = desk.run(second, 5)
+    assert buys(decisions) == [] and reasons(decisions) == [ReasonCode.DRAWDOWN_KILL_SWITCH] * 2
+    second.stop()
+
+    assert main(["risk", "reset", "--state", str(desk.path)]) == 0
+    out = capsys.readouterr().out
+    assert "kill switch reset" in out and str(desk.path) in out and "HALTED -> ACTIVE" in out
+    assert main(["risk", "reset", "--state", str(desk.path)]) == 0      # again: nothing to reset, says so
+    assert "not engaged" in capsys.readouterr().out
+
+    third = desk.start({0: LONG}, cfg)
+    assert third.state.trading_state is TradingState.ACTIVE
+    assert [a.code for a in third.alerts if "restored" in a.message] == [ReasonCode.OK]
+    assert len(buys(desk.run(third, 1))) == 1                          # it trades again
+    third.stop()
+    store = RiskStore(desk.path)
+    assert any("kill switch reset by l2 risk reset" in e for _, e in store.events(10))
+    store.close()
+
+
+def test_without_a_store_the_same_restart_would_have_traded(tmp_path):
+    """The gap the store closes: a fresh L2 on the same book forgets the kill switch."""
+    desk, _, cfg = halted_desk(tmp_path)
+    desk.path = tmp_path / "other.sqlite"                              # a restart that lost its state
+    fresh = desk.start({0: LONG}, cfg)
+    assert fresh.state.trading_state is TradingState.ACTIVE and fresh.alerts == ()
+    assert len(buys(desk.run(fresh, 1))) == 1
+
+
+def daily_loss_desk(tmp_path) -> tuple[Desk, L2, L2Config]:
+    cfg = config(daily_loss_limit=0.0002, drawdown_reduce=0.5, drawdown_halt=0.9, volatility_spike_multiple=100.0)
+    desk = Desk(tmp_path / "l2state.sqlite")
+    desk.run(None, 600)
+    first = desk.start({0: LONG, 30: CLOSE}, cfg)
+    decisions = desk.run(first, 40)
+    assert len(buys(decisions)) == 1 and first.state.daily_loss_hit
+    assert first.state.trading_state is TradingState.ACTIVE
+    first.stop()
+    return desk, first, cfg
+
+
+def test_a_daily_loss_limit_hit_today_still_blocks_after_a_restart_the_same_utc_day(tmp_path):
+    desk, first, cfg = daily_loss_desk(tmp_path)
+    start_equity, trades = first.state.day_start_equity, first.state.trades_today
+    second = desk.start({0: LONG}, cfg)
+    (restored,) = [a for a in second.alerts if "restored" in a.message]
+    assert restored.severity is AlertSeverity.WARNING and restored.code is ReasonCode.DAILY_LOSS_LIMIT
+    assert second.state.daily_loss_hit and second.state.day == first.state.day
+    assert (second.state.day_start_equity, second.state.trades_today) == (start_equity, trades) and trades == 1
+    decisions = desk.run(second, 2)
+    assert buys(decisions) == [] and reasons(decisions) == [ReasonCode.DAILY_LOSS_LIMIT]
+    second.stop()
+
+
+def test_the_next_utc_day_a_restarted_l2_starts_a_new_day_at_the_current_equity(tmp_path):
+    desk, first, cfg = daily_loss_desk(tmp_path)
+    desk.run(None, NEXT_DAY - desk.index)                              # down until midnight UTC
+    second = desk.start({0: LONG}, cfg)
+    equity = desk.executor.portfolio.account_snapshot(sender="l1", timestamp=desk.clock.now(), reports=0,
+                                                      recent_report_ids=()).equity()
+    assert second.state.day == two_days()[NEXT_DAY].open_time.date() != first.state.day
+    assert not second.state.daily_loss_hit and second.state.trades_today == 0
+    assert second.state.day_start_equity == pytest.approx(equity)
+    (restored,) = second.alerts
+    assert restored.severity is AlertSeverity.INFO and "a new day starts" in restored.message
+    assert len(buys(desk.run(second, 1))) == 1
+    second.stop()
+
+
+def test_the_peak_bars_held_origin_and_entry_equity_survive_and_drawdown_is_measured_from_the_old_peak(tmp_path):
+    desk = Desk(tmp_path / "l2state.sqlite")
+    desk.run(None, 600)
+    first = desk.start({0: LONG}, config(**HOLD))
+    desk.run(first, 60)
+    before = first.loop.account
+    assert SYMBOL in before.state.positions and first.held_bars > 0
+    peak, entry_equity = before.state.peak_equity, before.entry_equity[SYMBOL]
+    first.stop()
+    down = 0
+    while True:                                                        # L2 down until the equity is below its peak
+        desk.run(None, 1)
+        down += 1
+        snap = desk.snapshot()
+        if snap.equity() < peak * (1 - 1e-5):
+            break
+    drawdown = 1 - snap.equity() / peak
+    tightened = config(**HOLD, drawdown_reduce=drawdown / 2)           # the operator tightened the limits
+
+    second = desk.start({}, tightened)
+    account = second.loop.account
+    assert account.state.peak_equity == peak and account.state.drawdown == pytest.approx(drawdown)
+    assert account.state.trading_state is TradingState.REDUCING       # recomputed from the restored peak
+    assert any(a.code is ReasonCode.NOT_ACTIVE and "-> reducing" in a.message for a in second.alerts)
+    assert account.bars_held[SYMBOL] == first.held_bars                # bars L2 was down are not counted
+    assert account.origin[SYMBOL] == "composite" and account.entry_equity[SYMBOL] == entry_equity
+    desk.run(second, 1)
+    assert account.bars_held[SYMBOL] == first.held_bars + 1
+    second.stop()
+
+
+def test_tracking_of_a_position_l1_changed_while_l2_was_down_is_dropped(tmp_path):
+    desk = Desk(tmp_path / "l2state.sqlite")
+    desk.run(None, 600)
+    first = desk.start({0: LONG}, config(**HOLD))
+    desk.run(first, 10)
+    qty = first.state.positions[SYMBOL].qty
+    first.stop()
+    bar = two_days()[desk.index - 1]
+    assert desk.executor.submit(intent_after(bar, side=Side.SELL, qty=qty / 2, stop_pct=0.05)) is None
+    desk.run(None, 1)                                                   # L1 sold half: not the stored position
+    second = desk.start(cfg=config(**HOLD))
+    account = second.loop.account
+    held = desk.executor.portfolio.positions[SYMBOL].qty
+    assert held < 0.6 * qty and account.state.positions[SYMBOL].qty == pytest.approx(held)
+    assert account.bars_held[SYMBOL] == 0 and SYMBOL not in account.origin
+    assert "no longer held as stored: BTCUSDT" in second.alerts[0].message
+    assert [h.qty for h in RiskStore(desk.path).load().held] == [pytest.approx(held)]   # rewritten
+    second.stop()
+
+
+def test_the_store_is_written_only_when_the_state_changed(tmp_path):
+    desk = Desk(tmp_path / "l2state.sqlite")
+    desk.run(None, 600)
+    l2 = desk.start({5: LONG})
+    assert l2.store.saves == 1                                         # the adopted account
+    desk.run(l2, 5)
+    assert l2.store.saves == 1                                         # flat, quiet bars: nothing written
+    desk.run(l2, 2)                                                    # the order (trades today), then the fill
+    writes = l2.store.saves
+    assert writes >= 2
+    desk.run(l2, 3)
+    assert l2.store.saves == writes + 3                                # held: bars held and equity move each bar
+    assert RiskStore(desk.path).load() == capture(l2.loop.account)
+    l2.stop()
+
+
+def test_a_corrupt_or_foreign_store_file_gives_a_clear_error_naming_it(tmp_path, capsys):
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"this is not a database, it is a note about one " * 100)
+    with pytest.raises(StateStoreError, match=str(garbage)):
+        RiskStore(garbage)
+    assert main(["risk", "show", "--state", str(garbage)]) == 4
+    err = capsys.readouterr().err
+    assert str(garbage) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+    foreign = tmp_path / "foreign.sqlite"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE orders (id TEXT)")
+    with pytest.raises(StateStoreError, match="not an L2 risk state store"):
+        RiskStore(foreign)
+
+    good = tmp_path / "good.sqlite"
+    desk = Desk(good)
+    desk.start().stop()
+    with sqlite3.connect(good) as db:
+        db.execute("UPDATE risk_state SET trading_state = 'paused'")
+    with pytest.raises(StateStoreError, match=r"risk_state.trading_state='paused'"):
+        RiskStore(good)
+    with sqlite3.connect(good) as db:
+        db.execute("UPDATE risk_state SET trading_state = 'halted'")
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StateStoreError, match="schema version '99'"):
+        RiskStore(good)
+
+
+def test_risk_show_prints_the_stored_state_and_a_missing_file_is_an_error(tmp_path, capsys):
+    desk, first, _ = halted_desk(tmp_path)
+    assert main(["risk", "show", "--state", str(desk.path)]) == 0
+    out = capsys.readouterr().out
+    assert "trading state halted" in out and f"trades {first.state.trades_today}" in out
+    assert main(["risk", "reset", "--state", str(tmp_path / "missing.sqlite")]) == 4
+    assert "missing.sqlite" in capsys.readouterr().err
+    assert not (tmp_path / "missing.sqlite").exists()                  # never created by the operator's command
+    with pytest.raises(SystemExit) as usage:
+        main(["risk", "reset"])
+    assert usage.value.code == 2
+
+
+def test_an_account_sync_with_a_store_needs_the_risk_limits():
+    with pytest.raises(ValueError, match="risk"):
+        AccountSync(dataclasses.replace, lambda r: True, store=RiskStore(None))  # type: ignore[arg-type]
