@@ -23,11 +23,21 @@ from l1_operational.journal import Journal
 from l1_operational.portfolio import FillRecord
 from l2_tactical.bus import Backoff, Topic, open_bus
 from l2_tactical.bus_adapter import L2BusAdapter
+from l2_tactical.cli import main
 from l2_tactical.clock import SimulatedClock
 from l2_tactical.config import L2Config
 from l2_tactical.data.candles import load_candles
 from l2_tactical.loop_stats import LoopStats
-from l2_tactical.messages import AccountPosition, AlertSeverity, ReasonCode, RiskAlert, Side, SignalDirection
+from l2_tactical.messages import (
+    AccountPosition,
+    AlertSeverity,
+    ReasonCode,
+    RiskAlert,
+    Side,
+    SignalDirection,
+    TradingState,
+)
+from l2_tactical.risk_store import RiskStore
 from l2_tactical.tactical_account import AccountSync, TacticalAccount
 from l2_tactical.tactical_loop import TacticalLoop
 from tests.l1_support import BTC_1M, intent_after
@@ -74,12 +84,13 @@ class Stack:
         await self.l1.stop()
         self.journal.close()
 
-    def new_l2(self, plan: dict[int, SignalDirection], *, warm_until: int | None = None) -> L2BusAdapter:
-        loop = TacticalLoop(CFG, Scripted(plan), clock=self.clock)
+    def new_l2(self, plan: dict[int, SignalDirection], *, warm_until: int | None = None, config: L2Config = CFG,
+               store: RiskStore | None = None) -> L2BusAdapter:
+        loop = TacticalLoop(config, Scripted(plan), clock=self.clock)
         if warm_until is not None:
             loop.warm_up(SYMBOL, history_before(warm_until))
         self.l2 = L2BusAdapter(self.bus("l2", "l2-1"), loop, liveness=FakeLiveness(), probe_timeout_s=0.3,
-                               backoff=Backoff(0.01, 0.05, rng=random.Random(7)))
+                               backoff=Backoff(0.01, 0.05, rng=random.Random(7)), store=store)
         self.reports_before = self.l1.published   # what earlier L2s consumed
         self.orders_before = self.executor.stats.received
         return self.l2
@@ -302,6 +313,76 @@ def test_over_redis_l1_restarted_from_its_journal_and_a_new_l2_rebuild_the_same_
         asyncio.run(scenario())
     finally:
         _cleanup_redis(redis_url, prefix)
+
+
+# ------------------------------------------------------------------ L2's risk state across a restart
+
+TIGHT = CFG.with_overrides({"risk.drawdown_reduce": 0.0002, "risk.drawdown_halt": 0.0002})  # a round trip trips it
+
+
+@pytest.mark.parametrize("bus", ["memory", pytest.param("redis", marks=pytest.mark.service)])
+def test_a_halted_l2_restarted_on_the_bus_stays_halted_until_the_operator_resets_its_kill_switch(bus, request,
+                                                                                                 tmp_path, capsys):
+    url = request.getfixturevalue("redis_url") if bus == "redis" else memory_url()
+    prefix = f"test-l2-halt-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "l2state.sqlite"
+
+    async def restart(plan: dict[int, SignalDirection], at: int) -> L2BusAdapter:
+        store = RiskStore(path)
+        stores.append(store)
+        l2 = stack.new_l2(plan, warm_until=at, config=TIGHT, store=store)
+        await l2.start()
+        await stack.l1.beat()
+        await stack.snapshot_adopted()
+        assert await l2.wait_for_l1(10.0)
+        return l2
+
+    async def scenario():
+        try:
+            await halted_then_reset()
+        finally:
+            await stack.close()
+            await stack.stop_l1()
+
+    async def halted_then_reset():
+        await stack.start_l1()
+        await stack.watch_alerts()
+        first = stack.new_l2({ENTRY: SignalDirection.LONG, ENTRY + 30: SignalDirection.CLOSE_LONG}, config=TIGHT,
+                             store=RiskStore(path))
+        stores.append(first.sync.store)
+        await first.start()
+        assert await first.wait_for_l1(10.0)
+        decisions = [await stack.bar(i) for i in range(ENTRY + 33)]
+        assert len([o for d in decisions for o in d.orders]) == 2 and not stack.executor.portfolio.positions
+        assert first.loop.state.trading_state is TradingState.HALTED        # the kill switch fired
+        await first.stop()
+
+        second = await restart({0: SignalDirection.LONG, 2: SignalDirection.LONG}, ENTRY + 33)
+        await until(lambda: any("restored" in a.message for a in stack.alerts), what="the restored alert")
+        (restored,) = [a for a in stack.alerts if "restored" in a.message]
+        assert restored.severity is AlertSeverity.WARNING and restored.code is ReasonCode.DRAWDOWN_KILL_SWITCH
+        blocked = [await stack.bar(i) for i in range(ENTRY + 33, ENTRY + 36)]
+        assert [o for d in blocked for o in d.orders] == []
+        assert [r for d in blocked for _, r in d.reasons] == [ReasonCode.DRAWDOWN_KILL_SWITCH] * 2
+        await second.stop()
+
+        assert main(["risk", "reset", "--state", str(path)]) == 0
+        assert "kill switch reset" in capsys.readouterr().out
+        third = await restart({0: SignalDirection.LONG}, ENTRY + 36)
+        assert third.loop.state.trading_state is TradingState.ACTIVE
+        received = stack.executor.stats.received
+        trades = await stack.bar(ENTRY + 36)
+        assert [o.side for o in trades.orders] == [Side.BUY] and stack.executor.stats.received == received + 1
+
+    stack = Stack(url, prefix)
+    stores: list[RiskStore] = []
+    try:
+        asyncio.run(scenario())
+    finally:
+        for store in stores:
+            store.close()
+        if bus == "redis":
+            _cleanup_redis(url, prefix)
 
 
 # ------------------------------------------------------------------ the protocol, without a bus
