@@ -209,3 +209,34 @@ def test_dashboard_draws_a_live_table_on_a_terminal_and_plain_lines_otherwise():
     assert plain.getvalue().count("\n") == 1 and "bars 7" in plain.getvalue()
     board.close()  # the last snapshot is always drawn
     assert "bars 8" in plain.getvalue()
+
+
+def test_paper_keeps_l2s_kill_switch_across_runs_on_the_same_account_until_reset_kill_switch(l1_installed, capsys):
+    """Three `l2 paper` runs on one journal: the first trips the kill switch (tight limits), the second
+    (later bars, same account) starts HALTED and takes no new risk, the third resets it and trades."""
+    from l2_tactical.messages import TradingState
+    from l2_tactical.risk_store import RiskStore
+
+    tight = l1_installed / "tight.yaml"
+    tight.write_text("risk:\n  drawdown_reduce: 0.0005\n  drawdown_halt: 0.0005\n")
+    journal = f"sqlite:///{l1_installed / 'acct.sqlite'}"
+    common = ("--config", str(tight), "paper", "--feed", FEED, "--bus", "memory", "--speed", "0", "--journal", journal)
+
+    def run(*extra: str) -> tuple[int, dict, str]:
+        out = l1_installed / f"summary-{uuid.uuid4().hex[:6]}.json"
+        code = main([*common, "--no-dashboard", "--summary-json", str(out), *extra])
+        return code, json.loads(out.read_text()), capsys.readouterr().out
+
+    code, first, _ = run("--max-bars", "400")
+    state = l1_installed / "acct-l2state.sqlite"
+    assert code == 0 and first["orders"] > 0 and first["risk_state"] == str(state)
+    store = RiskStore(state)
+    assert store.load().trading_state is TradingState.HALTED
+    store.close()
+
+    code, second, _ = run("--start", "2025-05-21T18:00:00Z", "--max-bars", "300")
+    assert code == 0 and second["l2_no_order_reasons"].get("drawdown_kill_switch", 0) > 0   # halted from the start
+    assert set(second["l2_no_order_reasons"]) <= {"drawdown_kill_switch", "size_zero"}
+
+    code, third, out = run("--start", "2025-05-22T00:00:00Z", "--max-bars", "300", "--reset-kill-switch")
+    assert code == 0 and f"kill switch reset in {state}" in out and third["orders"] > 0
