@@ -12,9 +12,8 @@
 * PAPER is the only mode this build trades in; ``--mode LIVE`` also needs ``BINANCE_MODE=LIVE``
   and ``--confirm-live`` and is then refused (no order routing to Binance here).
 
-L2's risk state (kill switch, equity peak, the UTC day's loss budget and trade count, per-position
-tracking) survives a restart in ``--state`` (see ``l2 risk --help``); a kill switch kept there is
-cleared only by ``--reset-kill-switch`` or ``l2 risk reset``.
+L2's risk state (kill switch, equity peak, the UTC day's loss budget, per-position tracking) survives a
+restart in ``--state`` (``l2 risk --help``); a kept kill switch clears by ``--reset-kill-switch`` only.
 
 Ends with a summary: bars, signals, orders, fills, rejections by reason (L1 and L2), PnL, fees.
 Exit codes: 0 ok, 3 bad configuration/arguments, 4 bad data or risk state file, 6 bus or L1 unreachable (retry),
@@ -144,7 +143,7 @@ class Setup:
         self.start: datetime | None = None
         self.end: datetime | None = None
         self.history: dict[str, Any] = {}
-        self.store: Any = None
+        self.store: Any = None                    # L2's RiskStore and its file: open_store()
         self.state_path: Path | None = None
         self.interval = interval
         if self.kind == "replay":
@@ -206,10 +205,6 @@ class Setup:
         journal = self.journal_url() if _is_memory(self.url) or self.args.role == "both" else None
         self.state_path = paper_state_path(self.args.state, journal, prefix, self.runs)
         self.store = open_paper_store(self.state_path, reset=self.args.reset_kill_switch)
-
-    def close_store(self) -> None:
-        if self.store is not None:
-            self.store.close()
 
     def l2(self, bus: Any) -> tuple[Any, Any]:
         from l2_tactical.bus_adapter import L2BusAdapter
@@ -305,7 +300,8 @@ async def _run_memory(s: Setup) -> dict[str, Any]:
         await l1_bus.close()
         metrics.close()
         journal.close()
-        s.close_store()
+        if s.store is not None:
+            s.store.close()
     return _summary(s, loop, l2, {**executor.summary(), "bars": l1.bars,
                                   "portfolio": executor.portfolio.snapshot()}, 0)
 
@@ -369,7 +365,8 @@ async def _run_split(s: Setup) -> dict[str, Any]:
                 child.wait(10)
         await l2.stop()
         await bus.close()
-        s.close_store()
+        if s.store is not None:
+            s.store.close()
     return _summary(s, loop, l2, l1_summary, 1 if code else 0, prefix=prefix)
 
 
