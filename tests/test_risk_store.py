@@ -8,7 +8,6 @@ new TacticalLoop + AccountSync + RiskStore on the same file, adopting L1's snaps
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 from datetime import timedelta
 from functools import lru_cache
@@ -326,6 +325,14 @@ def test_risk_show_prints_the_stored_state_and_a_missing_file_is_an_error(tmp_pa
     assert usage.value.code == 2
 
 
-def test_an_account_sync_with_a_store_needs_the_risk_limits():
+def test_before_l1s_account_is_adopted_nothing_is_written_and_a_sync_with_a_store_needs_the_risk_limits(tmp_path):
+    desk, _, cfg = halted_desk(tmp_path)
+    loop = TacticalLoop(cfg, Scripted({}), clock=desk.clock)
+    store = RiskStore(desk.path)
+    sync = AccountSync(loop.account, loop.on_report, store=store, risk=cfg.risk)
+    loop.on_bar(SYMBOL, two_days()[desk.index], two_days()[desk.index].close_time)   # a bar before the snapshot
+    assert loop.state.trading_state is TradingState.ACTIVE and not sync.save(desk.clock.now())
+    assert store.load().trading_state is TradingState.HALTED          # the fresh state did not overwrite it
     with pytest.raises(ValueError, match="risk"):
-        AccountSync(dataclasses.replace, lambda r: True, store=RiskStore(None))  # type: ignore[arg-type]
+        AccountSync(loop.account, loop.on_report, store=store)
+    store.close()
