@@ -124,23 +124,63 @@ def consensus_and_confidence(exposures: list[float], confidences: list[float], w
     """The ensemble's vote in one call: ``(build_consensus(...), coverage, composite_confidence(...))`` of the
     voters that answered (``weights``) out of every configured specialist's weight (``configured``).
 
-    Plain, in-range float lists take the inlined path (the same operations); anything else goes
-    through the general functions and their errors.
+    Plain, in-range float lists take the inlined path (:func:`_plain_consensus`: the same operations);
+    anything else goes through the general functions and their errors.
     """
-    plain = strategy in _FAST and _plain_votes(exposures, confidences, weights, strategy) and (
-        configured is weights or (type(configured) is list and all(type(x) is float for x in configured)))
-    if not plain:
-        cons = build_consensus(exposures, confidences, weights, strategy)
-        cover = coverage(weights, configured)
-        return cons, cover, composite_confidence(confidences, cons.agreement, weights, coverage=cover)
-    cons = _fast_consensus(exposures, confidences, weights, strategy)
-    total = math.fsum(weights)
-    configured_total = total if configured is weights else math.fsum(configured)
+    if strategy in _FAST:
+        got = _plain_consensus(exposures, confidences, weights, configured, strategy == "weighted")
+        if got is not None:
+            return got
+    cons = build_consensus(exposures, confidences, weights, strategy)
+    cover = coverage(weights, configured)
+    return cons, cover, composite_confidence(confidences, cons.agreement, weights, coverage=cover)
+
+
+def _plain_consensus(e: list[float], c: list[float], w: list[float], configured: list[float], weighted: bool
+                     ) -> tuple[Consensus, float, float] | None:
+    """:func:`consensus_and_confidence` on plain lists (the checks of :func:`_plain_votes`, and ``configured``
+    plain floats), with the operations of :func:`_fast_consensus`, :func:`coverage` and
+    :func:`composite_confidence` in their order, in one pass per step (a handful of voters, once or twice
+    per bar); None when the lists are not plain."""
+    if type(e) is not list or type(w) is not list or len(e) != len(w):
+        return None
+    if not (weighted or (type(c) is list and len(c) == len(w))):
+        return None
+    shares = []
+    for i, wi in enumerate(w):
+        ei = e[i]
+        if type(ei) is not float or not -1.0 <= ei <= 1.0 or type(wi) is not float or not 0.0 <= wi < math.inf:
+            return None
+        if weighted:
+            shares.append(wi)
+        else:
+            ci = c[i]
+            if type(ci) is not float or not 0.0 <= ci <= 1.0:
+                return None
+            shares.append(wi * ci)
+    if configured is not w and (type(configured) is not list or not all(type(x) is float for x in configured)):
+        return None
+    fsum = math.fsum
+    share_total = fsum(shares)
+    # normalise first (denormal weights), then the exact sum
+    voted = fsum([x / share_total * ei for x, ei in zip(shares, e, strict=True)]) if share_total > 0 else 0.0
+    exposure = min(1.0, max(-1.0, voted))
+    band = NEUTRAL_BAND
+    r = 0 if abs(exposure) < band else (1 if exposure > 0 else -1)
+    agree = []
+    for x in e:  # _agree of each voter's side with the result's
+        d = 0 if abs(x) < band else (1 if x > 0 else -1)
+        agree.append(1.0 if d == r else (0.5 if (d == 0) != (r == 0) else 0.0))
+    total = share_total if weighted else fsum(w)
+    consensus = fsum([wi * a for wi, a in zip(w, agree, strict=True)]) / total if total > 0 else 0.0
+    cons = Consensus(exposure=exposure, consensus=consensus, agreement=tuple(agree),
+                     strategy="weighted" if weighted else "confidence_weighted")
+    # coverage and composite confidence: ``total`` is fsum(w) here (the same sum as both strategies take)
+    configured_total = total if configured is w else fsum(configured)
     cover = 0.0 if configured_total <= 0 else min(1.0, max(0.0, total / configured_total))
     if total <= 0:
         return cons, cover, 0.0
-    value = cover * math.fsum([wi * ci * ai for wi, ci, ai in zip(weights, confidences, cons.agreement,
-                                                                    strict=True)]) / total
+    value = cover * fsum([wi * ci * ai for wi, ci, ai in zip(w, c, agree, strict=True)]) / total
     return cons, cover, min(1.0, max(0.0, value))
 
 

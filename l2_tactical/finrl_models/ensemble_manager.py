@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +202,31 @@ class EnsembleDecision:
         }
 
 
+def _new_vote(name: str, status: str, exposure: float, confidence: float, weight: float, detail: str
+              ) -> SpecialistVote:
+    """``SpecialistVote(name, status, exposure, confidence, weight, detail)`` without the frozen ``__init__``'s
+    per-field ``object.__setattr__`` (the per-bar path; the class has no ``__post_init__``: the same object)."""
+    v = _new(SpecialistVote)
+    _SET_VOTE[0](v, name), _SET_VOTE[1](v, status), _SET_VOTE[2](v, exposure)
+    _SET_VOTE[3](v, confidence), _SET_VOTE[4](v, weight), _SET_VOTE[5](v, detail)
+    return v
+
+
+def _new_decision(exposure: float, confidence: float, consensus: float, coverage: float, strategy: str,
+                  votes: tuple[SpecialistVote, ...], degraded: tuple[str, ...]) -> EnsembleDecision:
+    """``EnsembleDecision(...)`` of all its fields, as :func:`_new_vote` builds a vote."""
+    d = _new(EnsembleDecision)
+    _SET_DECISION[0](d, exposure), _SET_DECISION[1](d, confidence), _SET_DECISION[2](d, consensus)
+    _SET_DECISION[3](d, coverage), _SET_DECISION[4](d, strategy), _SET_DECISION[5](d, votes)
+    _SET_DECISION[6](d, degraded)
+    return d
+
+
+_new = object.__new__
+_SET_VOTE = tuple(getattr(SpecialistVote, f.name).__set__ for f in fields(SpecialistVote))
+_SET_DECISION = tuple(getattr(EnsembleDecision, f.name).__set__ for f in fields(EnsembleDecision))
+
+
 class EnsembleManager:
     """The configured specialists (see the module docstring). ``specialists[name] is None`` = unavailable."""
 
@@ -290,21 +315,23 @@ class EnsembleManager:
             return "missing", 0.0, 0.0, self.unavailable.get(name, "not loaded")
         if obs is None:
             return "missing", 0.0, 0.0, "no observation (features warming up)"
-        now = self.clock.monotonic()
-        if key is not None and self.cache_ttl > 0:
-            hit = self._cache.get((name, *key))
+        monotonic = self.clock.monotonic
+        now = monotonic()
+        cached = key is not None and self.cache_ttl > 0
+        if cached:
+            hit = self._cache.get((name, *key))  # type: ignore[misc]
             if hit is not None and hit[2] > now:
                 return "cached", hit[0], hit[1], ""
         try:
             exposure, confidence = spec.act(obs)
         except Exception as exc:  # a broken model must not stop the others
             return "error", 0.0, 0.0, f"{type(exc).__name__}: {exc}"
-        elapsed = self.clock.monotonic() - now
+        elapsed = monotonic() - now
         if elapsed > self.timeout_s:
             return "timeout", 0.0, 0.0, (f"answered in {elapsed * 1000:.1f} ms > "
                                          f"timeout {self.timeout_s * 1000:.1f} ms")
-        if key is not None and self.cache_ttl > 0:
-            self._remember((name, *key), exposure, confidence, now + self.cache_ttl)
+        if cached:
+            self._remember((name, *key), exposure, confidence, now + self.cache_ttl)  # type: ignore[misc]
         return "ok", exposure, confidence, ""
 
     def _remember(self, key: tuple, exposure: float, confidence: float, expires: float) -> None:
@@ -316,7 +343,8 @@ class EnsembleManager:
     def predict(self, observations: Mapping[str, np.ndarray | None], *, tracker: PerformanceTracker | None = None,
                 regime: str | None = None, strength: float = 1.0, key: tuple | None = None) -> EnsembleDecision:
         """Ask every configured specialist and vote (see the module docstring)."""
-        answers = [(n, *self._answer(n, observations.get(n), key)) for n in self.names]
+        answer, get = self._answer, observations.get
+        answers = [(n, *answer(n, get(n), key)) for n in self.names]
         return self._combine(answers, self._weights_list(tracker, regime, strength))
 
     def vote(self, answers: Sequence[SpecialistVote], weights: np.ndarray | Sequence[float]) -> EnsembleDecision:
@@ -326,20 +354,21 @@ class EnsembleManager:
 
     def _combine(self, answers: Sequence[tuple[str, str, float, float, str]], ws: list[float]) -> EnsembleDecision:
         """:meth:`vote` on ``(name, status, exposure, confidence, detail)`` answers and plain weights."""
-        votes = tuple(SpecialistVote(n, st, ex, cf, wa, dt)
-                      for (n, st, ex, cf, dt), wa in zip(answers, ws, strict=True))
+        votes: list[SpecialistVote] = []
         e: list[float] = []
         c: list[float] = []
         w: list[float] = []
         degraded: list[str] = []
         for (name, status, exposure, confidence, detail), wa in zip(answers, ws, strict=True):
+            votes.append(_new_vote(name, status, exposure, confidence, wa, detail))
             if status in _ANSWERED:
                 e.append(exposure)
                 c.append(confidence)
                 w.append(wa)
             else:
                 degraded.append(f"{name}: {status} ({detail})")
+        voting = self.config.voting
         if not e:
-            return EnsembleDecision(0.0, 0.0, 0.0, 0.0, self.config.voting, votes, tuple(degraded))
-        cons, cover, conf = consensus_and_confidence(e, c, w, ws, self.config.voting)
-        return EnsembleDecision(cons.exposure, conf, cons.consensus, cover, self.config.voting, votes, tuple(degraded))
+            return EnsembleDecision(0.0, 0.0, 0.0, 0.0, voting, tuple(votes), tuple(degraded))
+        cons, cover, conf = consensus_and_confidence(e, c, w, ws, voting)
+        return _new_decision(cons.exposure, conf, cons.consensus, cover, voting, tuple(votes), tuple(degraded))

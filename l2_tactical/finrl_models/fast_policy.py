@@ -38,6 +38,7 @@ from l2_tactical.ensemble.confidence_calc import discrete_confidence_batch
 Activation = Callable[[np.ndarray], np.ndarray]
 _SQRT2 = math.sqrt(2.0)
 _add_reduce = np.add.reduce  # ndarray.sum() without its Python wrapper (the same reduction)
+_dot = np.dot
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
@@ -139,9 +140,11 @@ class FastPolicy:
     n_actions: int = 0
     # float32 constants of :meth:`act_one`'s squash and clip, as arrays (array-array ufuncs skip the
     # Python-scalar conversion; the values and their float32 arithmetic are the same)
-    _consts: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _consts: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # the layers as plain (weight, bias, activation) tuples, read once per forward pass
+        self._consts["layers"] = tuple((d.weight, d.bias, d.act) for d in self.latent)
         if self.low is not None and self.high is not None:
             shape = self.low.shape
             self._consts.update(one=np.ones(shape, np.float32), half=np.full(shape, 0.5, np.float32),
@@ -216,12 +219,13 @@ class FastPolicy:
     def _forward_one(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The MLP on one observation: ``(last latent layer, head output)``."""
         x = obs if obs.dtype == np.float32 else obs.astype(np.float32)
-        for layer in self.latent:
-            y = np.dot(x, layer.weight)
-            y += layer.bias
-            x = layer.act(y)
-        out = np.dot(x, self.head.weight)
-        out += self.head.bias
+        for weight, bias, act in self._consts["layers"]:
+            y = _dot(x, weight)
+            y += bias
+            x = act(y)
+        head = self.head
+        out = _dot(x, head.weight)
+        out += head.bias
         return x, out
 
     def probs_one(self, obs: np.ndarray) -> np.ndarray:
