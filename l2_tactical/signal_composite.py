@@ -24,7 +24,8 @@ from l2_tactical.technical.signals import SourceCall
 _DIRECTIONS = {1: SignalDirection.LONG, -1: SignalDirection.SHORT, 0: SignalDirection.NEUTRAL}
 _SOURCES = ("ai_model", "technical", "pattern")
 
-Candidate = tuple[SignalSource, float, float, str, SourceCall | None]  # source, exposure, confidence, failed, call
+# source, exposure, confidence, failed quality tests ((what, value, name, limit); none: passed), call
+Candidate = tuple[SignalSource, float, float, tuple[tuple[str, float, str, float], ...], SourceCall | None]
 Kept = tuple[SignalSource, float, float, SourceCall | None]
 
 
@@ -36,7 +37,7 @@ class Decision:
     source and exposure without building it. Decisions compare by their values, signals included.
     """
 
-    __slots__ = ("_builder", "_built", "_kept", "confidence", "ensemble", "exposure", "price", "reasons", "symbol",
+    __slots__ = ("_builder", "_built", "_kept", "_reasons", "confidence", "ensemble", "exposure", "price", "symbol",
                  "timestamp")
     symbol: str
     timestamp: datetime  # the bar's close
@@ -44,21 +45,27 @@ class Decision:
     exposure: float  # composite target exposure in [-1, 1], before filters
     confidence: float
     ensemble: EnsembleDecision | None
-    reasons: tuple[str, ...]
+    _reasons: tuple[str, ...] | _Reasons  # formatted when first read (:attr:`reasons`)
     _kept: tuple[Kept, ...]  # the candidates that passed, in source order
     _builder: _SignalBuilder
     _built: list[TacticalSignal | None]
 
     def __init__(self, symbol: str, timestamp: datetime, price: float, exposure: float, confidence: float,
                  kept: Sequence[Kept], builder: _SignalBuilder, ensemble: EnsembleDecision | None,
-                 reasons: tuple[str, ...] = ()) -> None:
-        for name, value in (("symbol", symbol), ("timestamp", timestamp), ("price", price), ("exposure", exposure),
-                            ("confidence", confidence), ("ensemble", ensemble), ("reasons", reasons),
-                            ("_kept", tuple(kept)), ("_builder", builder), ("_built", [None] * len(kept))):
-            object.__setattr__(self, name, value)
+                 reasons: tuple[str, ...] | _Reasons = ()) -> None:
+        _set_symbol(self, symbol), _set_timestamp(self, timestamp), _set_price(self, price)
+        _set_exposure(self, exposure), _set_confidence(self, confidence), _set_ensemble(self, ensemble)
+        _set_reasons(self, reasons), _set_kept(self, tuple(kept)), _set_builder(self, builder)
+        _set_built(self, [None] * len(kept))
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Decision is immutable (cannot set {name})")
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Why candidates were dropped or overruled (quality filters, conflicts), in the order they were."""
+        r = self._reasons
+        return r if isinstance(r, tuple) else r.text()
 
     @property
     def signals(self) -> tuple[TacticalSignal, ...]:
@@ -102,6 +109,13 @@ class Decision:
     def __repr__(self) -> str:
         names = ("symbol", "timestamp", "price", "exposure", "confidence", "signals", "ensemble", "reasons")
         return "Decision(" + ", ".join(f"{n}={v!r}" for n, v in zip(names, self._values(), strict=True)) + ")"
+
+
+# the slots' own setters (Decision.__setattr__ refuses every assignment after construction)
+_set_symbol, _set_timestamp, _set_price, _set_exposure, _set_confidence, _set_ensemble, _set_reasons, _set_kept, \
+    _set_builder, _set_built = (getattr(Decision, n).__set__ for n in (
+        "symbol", "timestamp", "price", "exposure", "confidence", "ensemble", "_reasons", "_kept", "_builder",
+        "_built"))
 
 
 def signal_exposure(exposure: float, call: SourceCall | None) -> float:
@@ -170,20 +184,19 @@ class Composer:
         ai_ok = ens.answered > 0
         votes, conf = self._vote(ens if ai_ok else None, tech, patt)
         comp = votes.consensus
-        reasons: list[str] = []
+        reasons = _Reasons()
         kept: list[Kept] = []
         for src, e, c, failed, sig in self._candidates(ens if ai_ok else None, tech, patt, comp.exposure, conf):
             if side_of(e, NEUTRAL_BAND) == 0:
                 continue
             if failed:
-                reasons.append(f"{src.value} dropped: {failed}")
+                reasons.dropped(src, failed)
             else:
                 kept.append((src, e, c, sig))
         kept = resolve_conflicts(kept, comp.exposure, reasons)
         builder = _SignalBuilder(self, symbol, close, when, ens, votes, ctx, reasons,
                                  ai_ok and any(sig is None for *_, sig in kept))
-        return Decision(symbol, when, close, comp.exposure, conf, kept, builder, ens if ai_ok else None,
-                        tuple(reasons))
+        return Decision(symbol, when, close, comp.exposure, conf, kept, builder, ens if ai_ok else None, reasons)
 
     def _vote(self, ens: EnsembleDecision | None, tech: SourceCall | None, patt: SourceCall | None
               ) -> tuple[_Votes, float]:
@@ -210,15 +223,15 @@ class Composer:
         s = self.min_strength
         cands: list[Candidate] = []
         if ens is not None:
-            cands.append((SignalSource.AI_MODEL, ens.exposure, ens.confidence, failed_filters(
+            cands.append((SignalSource.AI_MODEL, ens.exposure, ens.confidence, _failed_tests(
                 ("strength", abs(ens.exposure), "min_signal_strength", s),
                 ("confidence", ens.confidence, "prediction_threshold", self.prediction_threshold),
                 ("consensus", ens.consensus, "consensus_threshold", self.consensus_threshold)), None))
         for sig in (tech, patt):
             if sig is not None:
                 cands.append((sig.source, sig.exposure, sig.confidence,
-                              failed_filters(("strength", sig.strength, "min_signal_strength", s)), sig))
-        cands.append((SignalSource.COMPOSITE, comp_exposure, conf, failed_filters(
+                              _failed_tests(("strength", sig.strength, "min_signal_strength", s)), sig))
+        cands.append((SignalSource.COMPOSITE, comp_exposure, conf, _failed_tests(
             ("strength", abs(comp_exposure), "min_signal_strength", s),
             ("confidence", conf, "confidence_threshold", self.confidence_threshold)), None))
         return cands
@@ -237,7 +250,7 @@ class _SignalBuilder:
     __slots__ = ("_ens_meta", "close", "composer", "ctx", "ens", "reasons", "symbol", "votes", "when", "with_ai")
 
     def __init__(self, composer: Composer, symbol: str, close: float, when: datetime, ens: EnsembleDecision,
-                 votes: _Votes, ctx: Context, reasons: list[str], with_ai: bool) -> None:
+                 votes: _Votes, ctx: Context, reasons: _Reasons, with_ai: bool) -> None:
         self.composer, self.symbol, self.close, self.when = composer, symbol, close, when
         self.ens, self.votes, self.ctx, self.reasons, self.with_ai = ens, votes, ctx, reasons, with_ai
         self._ens_meta: dict[str, Any] | None = None
@@ -253,12 +266,12 @@ class _SignalBuilder:
             return sig.to_signal(self.symbol, self.close, self.when, self.composer.expiry)
         ens_meta = self.ens_meta()
         meta = ens_meta if src is SignalSource.AI_MODEL else composite_metadata(self.ens, ens_meta, self.votes,
-                                                                              self.ctx, self.reasons)
+                                                                              self.ctx, self.reasons.text())
         return self.composer._signal(self.symbol, src, e, c, self.close, self.when, meta)
 
 
 def composite_metadata(ens: EnsembleDecision, ens_meta: dict[str, Any] | None, votes: _Votes, ctx: Context,
-                       reasons: list[str]) -> dict[str, Any]:
+                       reasons: Sequence[str]) -> dict[str, Any]:
     """The COMPOSITE signal's metadata: AI status, L3 context, each source's vote, what was filtered."""
     status = ("ok" if not ens.degraded else "degraded") if ens_meta is not None else \
         "unavailable: technical + pattern only"
@@ -280,13 +293,42 @@ def composite_metadata(ens: EnsembleDecision, ens_meta: dict[str, Any] | None, v
 
 def failed_filters(*tests: tuple[str, float, str, float]) -> str:
     """``"strength 0.21 < min_signal_strength 0.3; ..."`` for the failed (what, value, name, limit) tests."""
-    failed = [t for t in tests if t[1] < t[3]]
+    failed = _failed_tests(*tests)
     if not failed:
         return ""
     return "; ".join(f"{what} {value:.2f} < {name} {limit}" for what, value, name, limit in failed)
 
 
-def resolve_conflicts(kept: list[Kept], composite_exposure: float, reasons: list[str]) -> list[Kept]:
+def _failed_tests(*tests: tuple[str, float, str, float]) -> tuple[tuple[str, float, str, float], ...]:
+    """The (what, value, name, limit) tests that failed (``value < limit``), in order."""
+    return tuple([t for t in tests if t[1] < t[3]])
+
+
+class _Reasons:
+    """One bar's reasons for dropping or overruling candidates, formatted when first read (a bar's
+    reasons are read only when its composite signal is built or its Decision is inspected)."""
+
+    __slots__ = ("_items", "_text")
+
+    def __init__(self) -> None:
+        self._items: list[str | tuple[SignalSource, tuple[tuple[str, float, str, float], ...]]] = []
+        self._text: tuple[str, ...] | None = None
+
+    def dropped(self, source: SignalSource, failed: tuple[tuple[str, float, str, float], ...]) -> None:
+        """``source`` failed the quality ``failed`` tests (:func:`failed_filters`)."""
+        self._items.append((source, failed))
+
+    def append(self, text: str) -> None:
+        self._items.append(text)
+
+    def text(self) -> tuple[str, ...]:
+        if self._text is None:
+            self._text = tuple(item if isinstance(item, str) else
+                               f"{item[0].value} dropped: {failed_filters(*item[1])}" for item in self._items)
+        return self._text
+
+
+def resolve_conflicts(kept: list[Kept], composite_exposure: float, reasons: list[str] | _Reasons) -> list[Kept]:
     """Keep only the composite's side when both LONG and SHORT candidates survived the filters."""
     sides = {side_of(e, NEUTRAL_BAND) for _, e, _, _ in kept}
     if len(sides) < 2:

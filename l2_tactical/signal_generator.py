@@ -185,7 +185,8 @@ class SignalGenerator:
         row = state.updater.row()
         self._push_windows(state, row)
         key = pos.key()
-        obs = {name: w.observation(self._state_vector(pos, name, key)) if w.run >= w.window else None
+        state_vector = self._state_vector
+        obs = {name: w.observation(state_vector(pos, name, key)) if w.run >= w.window else None
                for name, w in state.windows.items()}
         # a streamed bar is never asked twice (the updater refuses it), so no prediction cache here
         return self._decide(state, symbol, bar[0], bar[4], row, state.updater.is_ready, obs, ctx, pos, cache=False)

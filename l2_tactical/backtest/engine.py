@@ -121,6 +121,14 @@ class Backtester:
 _UTC = timezone.utc
 
 
+def _rows_as_lists(arrays: tuple[Any, ...], rows: Any) -> tuple[list[Any], ...]:
+    """Each array as a Python list, converted only over ``rows``' span (the rest stays None: never read)."""
+    if rows.size == 0:
+        return tuple([] for _ in arrays)
+    lo, hi = int(rows.min()), int(rows.max()) + 1
+    return tuple([None] * lo + a[lo:hi].tolist() for a in arrays)
+
+
 class _Run:
     """The state of one backtest run."""
 
@@ -142,7 +150,8 @@ class _Run:
         self.tap = ReportTap(self.executor)
         # per event: its timeline column; per symbol: the bars as Python lists (no numpy scalar per bar)
         self._columns = plan.columns()
-        self._bars = tuple(tuple(a.tolist() for a in arrays) for arrays in plan.arrays)
+        self._bars = tuple(_rows_as_lists(arrays, plan.order[plan.order[:, 0] == k, 1])
+                           for k, arrays in enumerate(plan.arrays))
         self.record = Recorder(symbols, plan.timeline.size, self.specialists, allow_short=bt.allow_short)
 
     def execute(self) -> BacktestResult:

@@ -170,7 +170,7 @@ class _Rolling:
         if n < 2:
             return 0.0
         r = self._ring if n == self._ring.shape[0] else self._ring[:n]
-        mean = math.fsum(r.tolist()) / n
+        mean = math.fsum(self.values) / n  # the ring's returns (an exact sum: their order does not matter)
         d = r - mean
         np.multiply(d, d, out=d)
         std = math.sqrt(math.fsum(d.tolist()) / (n - 1))
