@@ -99,3 +99,4 @@ class ReasonCode(enum.Enum):
     # account recovery (L2's mirror of L1's book, see l2_tactical.tactical_account)
     ACCOUNT_NOT_SYNCED = "account_not_synced"  # no AccountSnapshot from L1 adopted yet: no new risk
     ACCOUNT_MISMATCH = "account_mismatch"      # L1's snapshot disagrees with L2's mirror: L1's book adopted
+    STATE_RESTORED = "state_restored"          # L2's risk state restored from its store after a restart

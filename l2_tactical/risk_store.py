@@ -142,7 +142,7 @@ def restored_alert(state: Any, stored: StoredRisk, now: datetime, same_day: bool
     elif state.daily_loss_hit:
         severity, code = AlertSeverity.WARNING, ReasonCode.DAILY_LOSS_LIMIT
     else:
-        severity, code = AlertSeverity.INFO, ReasonCode.OK
+        severity, code = AlertSeverity.INFO, ReasonCode.STATE_RESTORED
     where = f" from {source}" if source else ""
     return RiskAlert(severity=severity, code=code, timestamp=now, value=state.drawdown,
                      message=f"L2 risk state restored{where}: " + "; ".join(parts))

@@ -159,7 +159,7 @@ def test_a_halted_l2_restarted_stays_halted_and_sends_no_new_risk_until_the_oper
 
     third = desk.start({0: LONG}, cfg)
     assert third.state.trading_state is TradingState.ACTIVE
-    assert [a.code for a in third.alerts if "restored" in a.message] == [ReasonCode.OK]
+    assert [a.code for a in third.alerts if "restored" in a.message] == [ReasonCode.STATE_RESTORED]
     assert len(buys(desk.run(third, 1))) == 1                          # it trades again
     third.stop()
     store = RiskStore(desk.path)
