@@ -42,6 +42,8 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
+
 from l2_tactical.execution import SCALAR
 
 #: smallest equity ratio a bar's log growth is taken of (keeps the reward finite on ruin)
@@ -143,10 +145,83 @@ def step_reward(spec: RewardSpec, prev_equity: Any, equity: Any, prev_drawdown: 
     return (growth * spec.scale if spec.scale != 1.0 else growth), mean, second
 
 
+class BatchReward:
+    """:func:`step_reward` for ``n`` envs at once, in place on preallocated arrays (the VecEnv's hot path).
+
+    The same float operations in the same order, so the rewards equal ``step_reward(..., ops=np)`` bit
+    for bit (tests/test_envs_rewards.py holds the two together); the constants are arrays made once
+    (a Python scalar operand costs numpy a conversion per call), ``where`` becomes masked copies and
+    no call allocates. Every call is a 1-D float64 ufunc with ``out=``, the kinds the fill before it
+    (:class:`l2_tactical.execution.BatchTrader`) has just run, so they are cheap even when another
+    library (SB3's torch update) has run in between and evicted numpy's code from the caches.
+    """
+
+    def __init__(self, spec: RewardSpec, n: int) -> None:
+        self.spec = spec
+        consts = {"zero": 0.0, "one": 1.0, "half": 0.5, "min_growth": MIN_GROWTH_RATIO, "min_var": MIN_VARIANCE,
+                  "eta": spec.sharpe_eta, "clip_lo": -spec.sharpe_clip, "clip_hi": spec.sharpe_clip,
+                  "w_dd": spec.drawdown_weight, "w_hold": spec.holding_weight, "free": spec.holding_free_bars,
+                  "w_entry": spec.entry_weight, "scale": spec.scale}
+        block = np.empty((len(consts) + 5, n))
+        self._c = dict(zip(consts, block, strict=False))
+        for name, value in consts.items():
+            self._c[name].fill(value)
+        self._x, self._y, self._z, self._dm, self._ds = block[len(consts):]
+        self._ok = np.empty(n, dtype=bool)
+
+    def __call__(self, prev_equity: np.ndarray, equity: np.ndarray, prev_drawdown: np.ndarray,
+                 drawdown: np.ndarray, bars_held: np.ndarray, mean: np.ndarray, second: np.ndarray,
+                 out: np.ndarray) -> np.ndarray:
+        """The rewards into ``out`` (float64 [n]); ``mean`` / ``second`` advanced in place when ``spec.sharpe``."""
+        spec, c, x = self.spec, self._c, self._x
+        _div(equity, prev_equity, out)                          # log_growth
+        np.maximum(out, c["min_growth"], out=out)
+        np.log(out, out)
+        if spec.sharpe:
+            self._sharpe(out, mean, second)
+        if spec.drawdown_weight:                                # drawdown_penalty
+            _sub(drawdown, prev_drawdown, x)
+            _mul(c["w_dd"], np.maximum(x, c["zero"], out=x), x)
+            _sub(out, x, out)
+        if spec.holding_weight:                                 # holding_penalty
+            _sub(bars_held, c["free"], x)
+            _mul(c["w_hold"], np.maximum(x, c["zero"], out=x), x)
+            _sub(out, x, out)
+        if spec.entry_weight:                                   # entry_penalty: weight * (1.0 or 0.0)
+            _copyto(x, c["zero"])
+            _copyto(x, c["one"], where=np.equal(bars_held, c["one"], self._ok))
+            _sub(out, _mul(c["w_entry"], x, x), out)
+        if spec.scale != 1.0:
+            _mul(out, c["scale"], out)
+        return out
+
+    def _sharpe(self, growth: np.ndarray, mean: np.ndarray, second: np.ndarray) -> None:
+        """differential_sharpe + the clip, in place: ``growth`` becomes the clipped D; A, B advance."""
+        c, x, y, z, dm, ds, ok = self._c, self._x, self._y, self._z, self._dm, self._ds, self._ok
+        _sub(growth, mean, dm)                                  # d_mean
+        _sub(_mul(growth, growth, ds), second, ds)              # d_second
+        _sub(second, _mul(mean, mean, x), x)                    # variance
+        np.greater(x, c["min_var"], ok)
+        _copyto(y, c["one"])                                    # safe = where(ok, variance, 1)
+        _copyto(y, x, where=ok)
+        _mul(second, dm, x)                                     # (second * d_mean - 0.5 * mean * d_second)
+        _sub(x, _mul(_mul(c["half"], mean, z), ds, z), x)
+        _div(x, _mul(y, np.sqrt(y, z), z), x)                   # / (safe * sqrt(safe))
+        _copyto(growth, c["zero"])                              # value = where(ok, ..., 0)
+        _copyto(growth, x, where=ok)
+        _add(mean, _mul(c["eta"], dm, x), mean)
+        _add(second, _mul(c["eta"], ds, x), second)
+        np.minimum(np.maximum(growth, c["clip_lo"], out=growth), c["clip_hi"], out=growth)
+
+
+_add, _sub, _mul, _div, _copyto = np.add, np.subtract, np.multiply, np.divide, np.copyto
+
+
 __all__ = [
     "MIN_GROWTH_RATIO",
     "MIN_VARIANCE",
     "SCALAR_MATH",
+    "BatchReward",
     "RewardSpec",
     "differential_sharpe",
     "drawdown_penalty",

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from envs.rewards import (
+    BatchReward,
     RewardSpec,
     differential_sharpe,
     drawdown_penalty,
@@ -97,6 +98,41 @@ def test_reward_functions_give_the_same_numbers_on_floats_and_arrays():
         for i in range(32):
             one = step_reward(spec, prev[i], eq[i], dd0[i], dd1[i], bars[i], mean[i], second[i])
             assert [float(v[i]) for v in vec] == pytest.approx([float(v) for v in one], rel=1e-13, abs=1e-300)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        RewardSpec(drawdown_weight=1.0),
+        RewardSpec(holding_weight=1e-3, holding_free_bars=5),
+        RewardSpec(entry_weight=2e-3, drawdown_weight=0.1, scale=100.0),
+        RewardSpec(sharpe=True, sharpe_eta=0.05, drawdown_weight=0.5),
+        RewardSpec(sharpe=True, sharpe_clip=0.5, holding_weight=1e-4, entry_weight=1e-3, scale=3.0),
+        RewardSpec(),
+    ],
+)
+def test_batch_reward_equals_step_reward_on_arrays_bit_for_bit(spec):
+    rng = np.random.default_rng(1)
+    n = 64
+    prev = rng.uniform(50, 150, n)
+    eq = prev * rng.uniform(0.9, 1.1, n)
+    eq[:4] = [0.0, -5.0, 1e-9, prev[3]]  # ruin, a floored ratio, no change
+    dd0, dd1 = rng.uniform(0, 0.3, n), rng.uniform(0, 0.3, n)
+    dd1[4:8] = dd0[4:8]  # an unchanged drawdown
+    bars = rng.integers(0, 4, n).astype(float)  # 0 (flat), 1 (entry) and more
+    mean, second = rng.uniform(-1e-3, 1e-3, n), rng.uniform(1e-5, 1e-4, n)
+    second[8:12] = mean[8:12] ** 2  # no variance: the differential Sharpe ratio is 0 there
+    batch = BatchReward(spec, n)
+    for _ in range(3):  # the moments carry over from call to call
+        want, want_mean, want_second = step_reward(spec, prev, eq, dd0, dd1, bars, mean, second, NUMPY_OPS)
+        out, got_mean, got_second = np.empty(n), mean.copy(), second.copy()
+        assert batch(prev, eq, dd0, dd1, bars, got_mean, got_second, out) is out
+        np.testing.assert_array_equal(out, want)
+        np.testing.assert_array_equal(got_mean, want_mean)
+        np.testing.assert_array_equal(got_second, want_second)
+        assert out.tobytes() == np.asarray(want, dtype=np.float64).tobytes()  # -0.0 vs 0.0 too
+        mean, second = want_mean, want_second
+        eq = eq[::-1].copy()
 
 
 def test_step_reward_combines_the_terms_of_the_spec():
