@@ -187,10 +187,10 @@ class BatchReward:
             _sub(bars_held, c["free"], x)
             _mul(c["w_hold"], np.maximum(x, c["zero"], out=x), x)
             _sub(out, x, out)
-        if spec.entry_weight:                                   # entry_penalty: weight * (1.0 or 0.0)
-            _copyto(x, c["zero"])
-            _copyto(x, c["one"], where=np.equal(bars_held, c["one"], self._ok))
-            _sub(out, _mul(c["w_entry"], x, x), out)
+        if spec.entry_weight:                                   # entry_penalty: weight * (1.0 or 0.0), i.e.
+            _copyto(x, c["zero"])                               # weight or 0.0 (weight is finite and >= 0)
+            _copyto(x, c["w_entry"], where=np.equal(bars_held, c["one"], self._ok))
+            _sub(out, x, out)
         if spec.scale != 1.0:
             _mul(out, c["scale"], out)
         return out
