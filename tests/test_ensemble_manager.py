@@ -214,3 +214,18 @@ def test_a_spot_trained_specialist_votes_flat_instead_of_short(tmp_path: Path, s
         else:
             assert exposure == pytest.approx(max(0.0, float(sb3_actions[i])), abs=1e-5)
             assert confidence == pytest.approx(float(expected_conf[i]), abs=1e-5)
+
+
+def test_per_bar_constructors_build_the_same_objects_as_the_dataclasses():
+    """The per-bar path builds votes and decisions without the frozen ``__init__`` (ensemble_manager's
+    ``_new_vote`` / ``_new_decision``): that is only sound while the classes validate nothing. A
+    ``__post_init__`` added later would be skipped on that path, so this test fails first."""
+    from l2_tactical.finrl_models import ensemble_manager as em
+
+    for cls in (em.SpecialistVote, em.EnsembleDecision):
+        assert "__post_init__" not in vars(cls), f"{cls.__name__} validates now: _new_* would skip it"
+    vote = em._new_vote("trend", "ok", 0.25, 0.8, 0.5, "")
+    assert vote == em.SpecialistVote("trend", "ok", 0.25, 0.8, 0.5, "")
+    decision = em._new_decision(0.25, 0.8, 0.9, 1.0, "weighted", (vote,), ("sac",))
+    assert decision == em.EnsembleDecision(0.25, 0.8, 0.9, 1.0, "weighted", (vote,), ("sac",))
+    assert repr(decision) == repr(em.EnsembleDecision(0.25, 0.8, 0.9, 1.0, "weighted", (vote,), ("sac",)))
