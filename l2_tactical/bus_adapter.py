@@ -15,8 +15,9 @@
   Correlation ids are the loop's (the signal id, prefixed by the L3 decision id when one rules).
 * ``store`` (:class:`~l2_tactical.risk_store.RiskStore`, optional): L2's risk state (kill switch,
   peak, day, per-position tracking) is restored from it on the first adoption of L1's account (the
-  RiskAlert saying what was restored goes to ``l2.alerts``) and written after each bar, report and
-  snapshot that changed it.
+  RiskAlert saying what was restored, or a WARNING naming the file when nothing was stored, goes to
+  ``l2.alerts`` and the log) and written after each bar, report and snapshot that changed it. The
+  adapter does not own the store: whoever opened it closes it (which releases its writer lock).
 * a Heartbeat from ``sender`` every ``bus.heartbeat_seconds``.
 * publishing: one attempt inline; on TransientError the message waits in an outbox (order
   kept) that a background task retries with exponential backoff and jitter

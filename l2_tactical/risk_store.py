@@ -20,22 +20,33 @@ the bars held, the source that opened it (``origin``) and the equity when it was
   is written to the file's ``events`` with the state changes. Reset a stopped L2: a running one
   rewrites its own state at its next change.
 
-The file records its schema version; a file that is not SQLite, not this store, of another
-version or with a value out of range raises :class:`StateStoreError` naming the file and what is
-wrong, never a fresh start. ``path=None`` keeps the store in memory (tests; the backtest never
-restarts and uses no store). Writes use SQLite's WAL journal with ``synchronous=NORMAL``: a
-committed state survives the L2 process dying; an operating-system crash may lose the last writes.
+The file is marked as this store in its SQLite header (``PRAGMA application_id`` =
+:data:`APPLICATION_ID`, ``user_version`` = :data:`SCHEMA_VERSION`); both are read, and the exact
+tables and columns checked, before anything is written. A file that is not SQLite, not marked, of
+another version, with other tables or with a value out of range raises :class:`StateStoreError`
+naming the file and what is wrong, never a fresh start; only a missing or empty (0-byte) file
+becomes a new store, and only for a writer. One writer per file: a writer holds an exclusive lock
+(``fcntl.flock`` on ``<file>.lock``, with its pid in it) from opening to :meth:`RiskStore.close`,
+and a second writer (another L2, ``l2 risk reset`` while an L2 runs) is refused with a
+:class:`StateStoreError` saying the file is in use. Readers (``l2 risk show``,
+:meth:`RiskStore.existing`) open the file read-only and take no lock. ``path=None`` keeps the store
+in memory (tests; the backtest never restarts and uses no store). Writes use SQLite's WAL journal
+with ``synchronous=NORMAL``: a committed state survives the L2 process dying; an operating-system
+crash may lose the last writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import math
+import os
 import sqlite3
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+from urllib.parse import quote
 
 from l2_tactical.errors import DataError
 from l2_tactical.messages import AlertSeverity, ReasonCode, RiskAlert, TradingState
@@ -43,19 +54,23 @@ from l2_tactical.risk_controls import mark_to_market
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+APPLICATION_ID = 0x4C325253   # "L2RS": SQLite's header field saying whose file this is
+SCHEMA_VERSION = 1            # SQLite's user_version
 _REL = 1e-9   # the quantity and entry L1 reports agree with what was stored to rounding
 _TABLES = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS risk_state (
+CREATE TABLE risk_state (
     id INTEGER PRIMARY KEY CHECK (id = 1), saved_at TEXT NOT NULL, trading_state TEXT NOT NULL,
     equity REAL NOT NULL, peak_equity REAL NOT NULL, day TEXT NOT NULL, day_start_equity REAL NOT NULL,
     trades_today INTEGER NOT NULL, daily_loss_hit INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS held (
+CREATE TABLE held (
     symbol TEXT PRIMARY KEY, qty REAL NOT NULL, entry_price REAL NOT NULL, bars_held INTEGER NOT NULL,
     origin TEXT NOT NULL, entry_equity REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS events (at TEXT NOT NULL, event TEXT NOT NULL);
+CREATE TABLE events (at TEXT NOT NULL, event TEXT NOT NULL);
 """
+_COLUMNS = {"risk_state": ("id", "saved_at", "trading_state", "equity", "peak_equity", "day", "day_start_equity",
+                           "trades_today", "daily_loss_hit"),
+            "held": ("symbol", "qty", "entry_price", "bars_held", "origin", "entry_equity"),
+            "events": ("at", "event")}
 
 
 class StateStoreError(DataError):
@@ -148,48 +163,111 @@ def restored_alert(state: Any, stored: StoredRisk, now: datetime, same_day: bool
                      message=f"L2 risk state restored{where}: " + "; ".join(parts))
 
 
-class RiskStore:
-    """The SQLite file (``path``; ``None``: in memory). Opening reads and checks it; see the module docstring."""
+def fresh_alert(store_name: str, now: datetime) -> RiskAlert:
+    """The WARNING for a first adoption with nothing stored: the limits start over from L1's account."""
+    return RiskAlert(severity=AlertSeverity.WARNING, code=ReasonCode.STATE_RESTORED, timestamp=now,
+                     message=f"no stored risk state in {store_name}: starting fresh (kill switch, equity peak and "
+                             "today's loss budget start from L1's account now)")
 
-    def __init__(self, path: str | Path | None) -> None:
+
+class RiskStore:
+    """The SQLite file (``path``; ``None``: in memory); see the module docstring. ``writable``: a
+    writer (locks the file; ``create``: a missing or empty file becomes a new store), else read-only.
+    Opening reads and checks it; a failed open closes what it opened."""
+
+    def __init__(self, path: str | Path | None, *, writable: bool = True, create: bool = True) -> None:
         self.path = None if path is None else Path(path)
-        self.name = str(self.path) if self.path is not None else ":memory:"
+        self.name = str(self.path.absolute()) if self.path is not None else ":memory:"
+        self.writable = writable
         self._last: StoredRisk | None = None
         self.saves = 0
+        self._lock: IO[str] | None = None
         try:
-            if self.path is not None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.name, timeout=5.0)
-            self._init()
-        except (sqlite3.Error, OSError) as exc:
-            raise self._error(f"cannot open L2's risk state store: {exc}") from None
-        self._last = self.load()
+            self._db = self._open(create)
+            self._last = self.load()
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
-    def existing(cls, path: str | Path) -> RiskStore:
-        """Open a store that must exist already (the operator's commands never create one)."""
+    def existing(cls, path: str | Path, *, writable: bool = False) -> RiskStore:
+        """Open a store that must exist already (the operator's commands never create one); read-only
+        unless ``writable`` (then locked: refused while an L2 runs on it)."""
         if not Path(path).is_file():
             raise StateStoreError("no L2 risk state store here (L2 writes it once it adopted L1's account)",
-                                  file=str(path))
-        return cls(path)
+                                  file=str(Path(path).absolute()))
+        return cls(path, writable=writable, create=False)
 
     def _error(self, message: str) -> StateStoreError:
         return StateStoreError(message, file=self.name)
 
-    def _init(self) -> None:
-        db = self._db
+    def _open(self, create: bool) -> sqlite3.Connection:
+        """The checked connection (closed again when the check fails)."""
+        db: sqlite3.Connection | None = None
+        try:
+            if self.path is None:
+                db = sqlite3.connect(":memory:")
+            elif self.writable:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._lock = self._take_lock()
+                db = sqlite3.connect(self.name, timeout=5.0)
+            else:
+                db = sqlite3.connect(f"file:{quote(self.name)}?mode=ro", uri=True, timeout=5.0)
+            self._check(db, create)
+            return db
+        except BaseException as exc:
+            if db is not None:
+                db.close()
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise self._error(f"cannot open L2's risk state store: {exc}") from None
+            raise
+
+    def _take_lock(self) -> IO[str]:
+        """The writer's exclusive lock on ``<file>.lock`` (released by close, or by the process ending)."""
+        lock = f"{self.name}.lock"
+        fh = open(lock, "a+")  # noqa: SIM115 - held open for the store's lifetime
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise self._error(f"in use: {holder} holds {lock} (one writer per risk state file: stop that L2 "
+                              "first)") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"L2 pid {os.getpid()}\n")
+        fh.flush()
+        return fh
+
+    def _check(self, db: sqlite3.Connection, create: bool) -> None:
+        """Read the marker, version and tables before anything is written; a new store in an empty file."""
+        app = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        objects = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if app == 0 and version == 0 and objects == 0:
+            if not (create and self.writable):
+                raise self._error("empty file, not an L2 risk state store (nothing stored yet)")
+            if self.path is not None:
+                db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(f"BEGIN; PRAGMA application_id={APPLICATION_ID}; "
+                             f"PRAGMA user_version={SCHEMA_VERSION}; {_TABLES} COMMIT;")
+            app, version = APPLICATION_ID, SCHEMA_VERSION
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if tables and "meta" not in tables:
-            raise self._error(f"not an L2 risk state store (tables {sorted(tables)})")
-        if self.path is not None:
+        if app != APPLICATION_ID:
+            raise self._error(f"not an L2 risk state store (application_id {app:#x}, expected "
+                              f"{APPLICATION_ID:#x}; tables {sorted(tables)})")
+        if version != SCHEMA_VERSION:
+            raise self._error(f"schema version {version}: this L2 reads version {SCHEMA_VERSION}")
+        columns = {t: tuple(r[0] for r in db.execute("SELECT name FROM pragma_table_info(?) ORDER BY cid", (t,)))
+                   for t in tables}
+        wrong = sorted(t for t in columns.keys() | _COLUMNS.keys() if columns.get(t) != _COLUMNS.get(t))
+        if wrong:
+            raise self._error(f"table(s) {wrong} missing, extra or with other columns than schema version "
+                              f"{SCHEMA_VERSION} has (tables here: {sorted(tables)})")
+        if self.path is not None and self.writable:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-        with db:
-            db.executescript(_TABLES)
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None or row[0] != str(SCHEMA_VERSION):
-            raise self._error(f"schema version {row[0] if row else None!r}: this L2 reads version {SCHEMA_VERSION}")
 
     def load(self) -> StoredRisk | None:
         """The stored state (``None``: nothing stored yet)."""
@@ -269,6 +347,8 @@ class RiskStore:
     def reset_kill_switch(self, who: str = "operator") -> StoredRisk | None:
         """Clear a stored HALTED state: ACTIVE, the peak reset to the stored equity. Returns the state
         before, or ``None`` when it was not HALTED (nothing written)."""
+        if not self.writable:
+            raise self._error("opened read-only: the kill switch cannot be reset through it")
         before = self.load()
         if before is None or before.trading_state is not TradingState.HALTED:
             return None
@@ -298,4 +378,10 @@ class RiskStore:
         return [(str(a), str(e)) for a, e in reversed(rows)]
 
     def close(self) -> None:
-        self._db.close()
+        """Close the file and release the writer's lock (again: nothing happens)."""
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None

@@ -31,7 +31,8 @@ What only L2 knows survives a restart when the AccountSync has a
 adoption the stored trading state (a HALTED kill switch stays HALTED until the operator resets it,
 ``l2 risk reset``), equity peak, today's start equity, trade count and ``daily_loss_hit``, and per
 position still held with the same quantity and entry its bars held, origin and entry equity are
-put back, with a RiskAlert saying what was restored (details in :mod:`l2_tactical.risk_store`).
+put back, with a RiskAlert saying what was restored (details in :mod:`l2_tactical.risk_store`); a
+store with nothing in it (a new file) gives a WARNING RiskAlert naming the file: L2 starts fresh.
 What a restart still cannot recover: the orders in flight (L1's reports and snapshot settle them),
 the trailed stop and excursions of a position (L1's stop is taken), and, without a store or for a
 position whose quantity or entry changed while L2 was down, the tracking above (bars held 0,
@@ -72,7 +73,7 @@ from l2_tactical.risk_controls import (
     record_order,
     replace_position,
 )
-from l2_tactical.risk_store import RiskStore, capture, restore
+from l2_tactical.risk_store import RiskStore, capture, fresh_alert, restore
 
 log = logging.getLogger(__name__)
 
@@ -304,9 +305,7 @@ class AccountSync:
             return ()  # an order in flight: its report moves the mirror first
         if self.adopted is None:
             self._adopt(snapshot, now, first=True)
-            stored = self.store.load() if self.store is not None else None
-            restored = () if stored is None else restore(self.account, stored, now, self.risk,
-                                                           source=self.store.name if self.store else "")
+            restored = self._restore(now)
             early, self._early = list(self._early), collections.deque(maxlen=self._early.maxlen)
             for report in early:
                 self.on_report(report)
@@ -325,6 +324,15 @@ class AccountSync:
         alerts = tuple(mismatch_alert(symbol, mine, theirs, snapshot, now) for symbol, mine, theirs in diffs)
         self._adopt(snapshot, now, first=False)
         return alerts
+
+    def _restore(self, now: datetime) -> tuple[RiskAlert, ...]:
+        """Put the stored risk state back (no store: nothing; an empty one: a WARNING that L2 starts fresh)."""
+        if self.store is None:
+            return ()
+        stored = self.store.load()
+        if stored is None:
+            return (fresh_alert(self.store.name, now),)
+        return restore(self.account, stored, now, self.risk, source=self.store.name)
 
     def save(self, now: datetime) -> bool:
         """Write the risk state to the store if it changed (True when written); nothing before L1's

@@ -352,10 +352,13 @@ def test_a_halted_l2_restarted_on_the_bus_stays_halted_until_the_operator_resets
         stores.append(first.sync.store)
         await first.start()
         assert await first.wait_for_l1(10.0)
+        fresh = f"no stored risk state in {path}: starting fresh"             # a new file: L2 says so on l2.alerts
+        await until(lambda: any(a.message.startswith(fresh) for a in stack.alerts), what="the starting-fresh alert")
         decisions = [await stack.bar(i) for i in range(ENTRY + 33)]
         assert len([o for d in decisions for o in d.orders]) == 2 and not stack.executor.portfolio.positions
         assert first.loop.state.trading_state is TradingState.HALTED        # the kill switch fired
         await first.stop()
+        first.sync.store.close()                                            # the process ends: its lock goes
 
         second = await restart({0: SignalDirection.LONG, 2: SignalDirection.LONG}, ENTRY + 33)
         await until(lambda: any("restored" in a.message for a in stack.alerts), what="the restored alert")
@@ -364,7 +367,10 @@ def test_a_halted_l2_restarted_on_the_bus_stays_halted_until_the_operator_resets
         blocked = [await stack.bar(i) for i in range(ENTRY + 33, ENTRY + 36)]
         assert [o for d in blocked for o in d.orders] == []
         assert [r for d in blocked for _, r in d.reasons] == [ReasonCode.DRAWDOWN_KILL_SWITCH] * 2
+        assert main(["risk", "reset", "--state", str(path)]) == 4            # refused while this L2 runs
+        assert "in use" in capsys.readouterr().err
         await second.stop()
+        second.sync.store.close()
 
         assert main(["risk", "reset", "--state", str(path)]) == 0
         assert "kill switch reset" in capsys.readouterr().out

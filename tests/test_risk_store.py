@@ -8,6 +8,8 @@ new TacticalLoop + AccountSync + RiskStore on the same file, adopting L1's snaps
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sqlite3
 from datetime import timedelta
 from functools import lru_cache
@@ -22,7 +24,7 @@ from l2_tactical.clock import SimulatedClock
 from l2_tactical.config import L2Config
 from l2_tactical.data.candles import load_candles
 from l2_tactical.messages import AlertSeverity, ReasonCode, Side, SignalDirection, TradingState
-from l2_tactical.risk_store import RiskStore, StateStoreError, capture
+from l2_tactical.risk_store import APPLICATION_ID, RiskStore, StateStoreError, capture
 from l2_tactical.tactical_account import AccountSync
 from l2_tactical.tactical_loop import TacticalLoop
 from tests.l1_support import BTC_1M, bars, intent_after
@@ -118,6 +120,15 @@ class Desk:
         return [self.bar(l2) for _ in range(n)]
 
 
+def stored(path):
+    """What the file holds, read as ``l2 risk show`` reads it (read-only, closed again)."""
+    store = RiskStore.existing(path)
+    try:
+        return store.load()
+    finally:
+        store.close()
+
+
 def reasons(decisions) -> list[ReasonCode]:
     return [r for d in decisions if d is not None for _, r in d.reasons]
 
@@ -167,13 +178,19 @@ def test_a_halted_l2_restarted_stays_halted_and_sends_no_new_risk_until_the_oper
     store.close()
 
 
-def test_without_a_store_the_same_restart_would_have_traded(tmp_path):
-    """The gap the store closes: a fresh L2 on the same book forgets the kill switch."""
+def test_without_a_store_the_same_restart_would_have_traded_and_says_it_starts_fresh(tmp_path, monkeypatch):
+    """The gap the store closes: a fresh L2 on the same book forgets the kill switch; it says so, naming
+    the file it found empty by its absolute path."""
     desk, _, cfg = halted_desk(tmp_path)
-    desk.path = tmp_path / "other.sqlite"                              # a restart that lost its state
+    monkeypatch.chdir(tmp_path)
+    desk.path = "other.sqlite"                                         # a restart that lost its state
     fresh = desk.start({0: LONG}, cfg)
-    assert fresh.state.trading_state is TradingState.ACTIVE and fresh.alerts == ()
+    assert fresh.state.trading_state is TradingState.ACTIVE
+    (alert,) = fresh.alerts
+    assert alert.severity is AlertSeverity.WARNING and alert.code is ReasonCode.STATE_RESTORED
+    assert alert.message.startswith(f"no stored risk state in {tmp_path / 'other.sqlite'}: starting fresh")
     assert len(buys(desk.run(fresh, 1))) == 1
+    fresh.stop()
 
 
 def daily_loss_desk(tmp_path) -> tuple[Desk, L2, L2Config]:
@@ -263,7 +280,7 @@ def test_tracking_of_a_position_l1_changed_while_l2_was_down_is_dropped(tmp_path
     assert held < 0.6 * qty and account.state.positions[SYMBOL].qty == pytest.approx(held)
     assert account.bars_held[SYMBOL] == 0 and SYMBOL not in account.origin
     assert "no longer held as stored: BTCUSDT" in second.alerts[0].message
-    assert [h.qty for h in RiskStore(desk.path).load().held] == [pytest.approx(held)]   # rewritten
+    assert [h.qty for h in stored(desk.path).held] == [pytest.approx(held)]   # rewritten
     second.stop()
 
 
@@ -279,7 +296,7 @@ def test_the_store_is_written_only_when_the_state_changed(tmp_path):
     assert writes >= 2
     desk.run(l2, 3)
     assert l2.store.saves == writes + 3                                # held: bars held and equity move each bar
-    assert RiskStore(desk.path).load() == capture(l2.loop.account)
+    assert stored(desk.path) == capture(l2.loop.account)
     l2.stop()
 
 
@@ -307,8 +324,8 @@ def test_a_corrupt_or_foreign_store_file_gives_a_clear_error_naming_it(tmp_path,
         RiskStore(good)
     with sqlite3.connect(good) as db:
         db.execute("UPDATE risk_state SET trading_state = 'halted'")
-        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    with pytest.raises(StateStoreError, match="schema version '99'"):
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(StateStoreError, match="schema version 99"):
         RiskStore(good)
 
 
@@ -320,6 +337,7 @@ def test_risk_show_prints_the_stored_state_and_a_missing_file_is_an_error(tmp_pa
     assert main(["risk", "reset", "--state", str(tmp_path / "missing.sqlite")]) == 4
     assert "missing.sqlite" in capsys.readouterr().err
     assert not (tmp_path / "missing.sqlite").exists()                  # never created by the operator's command
+    assert not (tmp_path / "missing.sqlite.lock").exists()
     with pytest.raises(SystemExit) as usage:
         main(["risk", "reset"])
     assert usage.value.code == 2
@@ -336,3 +354,127 @@ def test_before_l1s_account_is_adopted_nothing_is_written_and_a_sync_with_a_stor
     with pytest.raises(ValueError, match="risk"):
         AccountSync(loop.account, loop.on_report, store=store)
     store.close()
+
+
+def sqlite_file(path, *statements: str):
+    db = sqlite3.connect(path)
+    for statement in statements:
+        db.execute(statement)
+    db.commit()
+    db.close()
+    return path
+
+
+def fingerprint(path) -> tuple[str, list[str]]:
+    """The file's bytes (hashed) and the files next to it (a -wal or -journal would show a write)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest(), sorted(p.name for p in path.parent.iterdir())
+
+
+def broken_store(path, statement: str):
+    """A real store of this L2 (marker and version), then ``statement`` run on it."""
+    RiskStore(path).close()
+    os.remove(f"{path}.lock")
+    return sqlite_file(path, statement)
+
+
+FOREIGN = {
+    "another app's file with a generic meta table": (
+        lambda p: sqlite_file(p, "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+                              "INSERT INTO meta VALUES ('schema_version', '1')", "CREATE TABLE users (id INTEGER)"),
+        "not an L2 risk state store"),
+    "a meta table and nothing else": (
+        lambda p: sqlite_file(p, "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"),
+        "not an L2 risk state store"),
+    "another version": (
+        lambda p: sqlite_file(p, f"PRAGMA application_id = {APPLICATION_ID}", "PRAGMA user_version = 2",
+                              "CREATE TABLE risk_state_v2 (x)"),
+        "schema version 2"),
+    "this store with its risk_state table lost": (
+        lambda p: broken_store(p, "DROP TABLE risk_state"), r"\['risk_state'\] missing"),
+    "this store with a table of its own": (
+        lambda p: broken_store(p, "CREATE TABLE extra (x)"), r"\['extra'\] missing, extra"),
+}
+
+
+@pytest.mark.parametrize("case", FOREIGN)
+def test_a_foreign_or_other_version_file_is_refused_before_anything_is_written_to_it(tmp_path, case):
+    make, why = FOREIGN[case]
+    path = make(tmp_path / "state.sqlite")
+    before = fingerprint(path)
+    with pytest.raises(StateStoreError, match=why) as refused:
+        RiskStore(path)
+    assert str(path) in str(refused.value)
+    with pytest.raises(StateStoreError, match=why):
+        RiskStore.existing(path)
+    assert fingerprint(path)[0] == before[0]
+    new = [n for n in fingerprint(path)[1] if n not in before[1]]
+    wal = tmp_path / "state.sqlite-wal"                                # a reader of a WAL file makes an empty one
+    assert set(new) - {"state.sqlite-wal", "state.sqlite-shm"} == {"state.sqlite.lock"}   # the writer's lock
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "foreign", "directory"])
+def test_risk_show_and_reset_on_a_missing_empty_or_foreign_file_exit_4_naming_it_and_write_nothing(
+        tmp_path, capsys, kind):
+    path = tmp_path / "state.sqlite"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "foreign":
+        sqlite_file(path, "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    elif kind == "directory":
+        path.mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for action in ("show", "reset"):
+        assert main(["risk", action, "--state", str(path)]) == 4
+        err = capsys.readouterr().err
+        assert str(path) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    after = sorted(p.name for p in tmp_path.iterdir())
+    assert [n for n in after if n not in before] in ([], ["state.sqlite.lock"])   # reset's lock, nothing else
+    if kind == "empty":
+        assert path.read_bytes() == b""                                   # still empty: no tables written
+    if kind == "foreign":
+        with sqlite3.connect(path) as db:
+            assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["meta", "sqlite_autoindex_meta_1"]
+
+
+def test_a_second_writer_is_refused_while_an_l2_holds_the_state_and_show_still_reads_it(tmp_path, capsys):
+    desk, _, cfg = halted_desk(tmp_path)
+    running = desk.start({0: LONG}, cfg)                               # an L2 running on the file, halted
+    with pytest.raises(StateStoreError, match=f"{desk.path}: in use: L2 pid {os.getpid()} holds {desk.path}.lock"):
+        RiskStore(desk.path)                                           # a second L2 on the same --state
+    assert main(["risk", "reset", "--state", str(desk.path)]) == 4     # the operator's reset while L2 runs
+    err = capsys.readouterr().err
+    assert "in use" in err and str(desk.path) in err
+    assert stored(desk.path).trading_state is TradingState.HALTED     # not reset behind the running L2's back
+    assert main(["risk", "show", "--state", str(desk.path)]) == 0      # reading needs no lock
+    assert "trading state halted" in capsys.readouterr().out
+    running.stop()
+    assert main(["risk", "reset", "--state", str(desk.path)]) == 0     # stopped: the lock is free
+    assert stored(desk.path).trading_state is TradingState.ACTIVE
+
+
+def open_files(path) -> list[str]:
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            names.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    return [n for n in names if n.startswith(str(path))]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_an_open_that_fails_closes_the_file_and_releases_the_lock(tmp_path):
+    path = tmp_path / "state.sqlite"
+    desk = Desk(path)
+    desk.start().stop()
+    sqlite_file(path, "UPDATE risk_state SET equity = 'lots'")
+    for _ in range(3):
+        with pytest.raises(StateStoreError, match="risk_state.equity='lots'") as failed:
+            RiskStore(path)
+    assert open_files(path) == []                                      # failed (and kept by pytest) yet closed
+    sqlite_file(path, "UPDATE risk_state SET equity = 10000.0")
+    store = RiskStore(path)                                            # the failed opens left no lock behind
+    assert store.load() is not None and failed.value is not None
+    store.close()
+    assert open_files(path) == []
