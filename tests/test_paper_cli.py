@@ -211,11 +211,16 @@ def test_dashboard_draws_a_live_table_on_a_terminal_and_plain_lines_otherwise():
     assert "bars 8" in plain.getvalue()
 
 
-def test_paper_keeps_l2s_kill_switch_across_runs_on_the_same_account_until_reset_kill_switch(l1_installed, capsys):
+def test_paper_keeps_l2s_kill_switch_across_runs_on_the_same_account_until_reset_kill_switch(l1_installed, capsys,
+                                                                                           caplog):
     """Three `l2 paper` runs on one journal: the first trips the kill switch (tight limits), the second
-    (later bars, same account) starts HALTED and takes no new risk, the third resets it and trades."""
+    (later bars, same account) starts HALTED and sends no order, the third resets it and trades."""
+    import logging
+
     from l2_tactical.messages import TradingState
     from l2_tactical.risk_store import RiskStore
+
+    caplog.set_level(logging.INFO, logger="l2_tactical")
 
     tight = l1_installed / "tight.yaml"
     tight.write_text("risk:\n  drawdown_reduce: 0.0005\n  drawdown_halt: 0.0005\n")
@@ -230,13 +235,47 @@ def test_paper_keeps_l2s_kill_switch_across_runs_on_the_same_account_until_reset
     code, first, _ = run("--max-bars", "400")
     state = l1_installed / "acct-l2state.sqlite"
     assert code == 0 and first["orders"] > 0 and first["risk_state"] == str(state)
-    store = RiskStore(state)
+    assert f"L2 risk state: {state} (nothing stored yet: L2 starts fresh)" in caplog.messages
+    assert any(m.startswith(f"l2: [warning] state_restored: no stored risk state in {state}") for m in caplog.messages)
+    store = RiskStore.existing(state)
     assert store.load().trading_state is TradingState.HALTED
     store.close()
 
     code, second, _ = run("--start", "2025-05-21T18:00:00Z", "--max-bars", "300")
     assert code == 0 and second["l2_no_order_reasons"].get("drawdown_kill_switch", 0) > 0   # halted from the start
     assert set(second["l2_no_order_reasons"]) <= {"drawdown_kill_switch", "size_zero"}
+    assert second["orders"] == 0                                         # without the stored state: it trades
 
     code, third, out = run("--start", "2025-05-22T00:00:00Z", "--max-bars", "300", "--reset-kill-switch")
     assert code == 0 and f"kill switch reset in {state}" in out and third["orders"] > 0
+
+
+def test_paper_keeps_a_non_sqlite_journals_risk_state_in_one_file_whatever_the_runs_prefix(l1_installed, monkeypatch,
+                                                                                           caplog):
+    """`--bus redis --role both`, a PostgreSQL journal, no `--prefix`: each run gets its own stream prefix,
+    but the risk state belongs to the account (the journal), so every run opens the same file, named
+    without the journal's password (which may change between runs) and logged by its absolute path."""
+    import logging
+
+    from l2_tactical.errors import TransientError
+
+    caplog.set_level(logging.INFO, logger="l2_tactical")
+    seen: list[tuple[str, str]] = []
+
+    def no_bus(self, url, prefix, group):   # stop each run where L2 would connect, its store open
+        seen.append((prefix, self.store.name))
+        raise TransientError("test: no bus")
+
+    monkeypatch.setattr(paper.Setup, "open_bus", no_bus)
+    for password in ("s3cret-one", "s3cret-two"):
+        journal = f"postgresql+psycopg2://l2:{password}@127.0.0.1:5432/l2_account"
+        assert main(["paper", "--feed", "binance:BTCUSDT", "--bus", "redis://127.0.0.1:6379/0", "--journal", journal,
+                     "--no-dashboard"]) == 6
+    (first_prefix, first_state), (second_prefix, second_state) = seen
+    assert first_prefix != second_prefix                                # a fresh stream prefix per run
+    assert first_state == second_state and first_state.startswith(str(l1_installed / "runs" / "l2-state-postgresql-"))
+    assert f"L2 risk state: {first_state} (nothing stored yet: L2 starts fresh)" in caplog.messages
+    assert not any("s3cret" in m for m in caplog.messages) and "s3cret" not in first_state
+    other = paper.paper_state_path(None, "postgresql://l2@127.0.0.1:5432/other_account", second_prefix,
+                                   l1_installed / "runs")
+    assert str(other) != first_state                                    # another account, another file

@@ -13,11 +13,11 @@
   and ``--confirm-live`` and is then refused (no order routing to Binance here).
 
 L2's risk state (kill switch, equity peak, the UTC day's loss budget, per-position tracking) survives a
-restart in ``--state`` (``l2 risk --help``); a kept kill switch clears by ``--reset-kill-switch`` only.
+restart in ``--state`` (``l2 risk --help``; one L2 per file); a kept kill switch clears by ``--reset-kill-switch``.
 
 Ends with a summary: bars, signals, orders, fills, rejections by reason (L1 and L2), PnL, fees.
-Exit codes: 0 ok, 3 bad configuration/arguments, 4 bad data or risk state file, 6 bus or L1 unreachable (retry),
-1 the L1 process failed.
+Exit codes: 0 ok, 3 bad configuration/arguments, 4 bad data or a risk state file that is bad or in use by another
+L2, 6 bus or L1 unreachable (retry), 1 the L1 process failed.
 
 L1 is reached through the ``l2_tactical.l1`` entry-point group (dependency inversion: this
 package never imports ``l1_operational``; ``pyproject.toml`` registers its classes there).
@@ -42,6 +42,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from l2_tactical.commands.common import load_config
+from l2_tactical.commands.risk import add_state_arguments, open_paper_store, paper_state_path, redact_url
 from l2_tactical.errors import ConfigError, TransientError
 
 log = logging.getLogger("l2_tactical.paper")
@@ -63,10 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup-bars", type=int, default=2100, help="replay bars before the start that warm up")
     p.add_argument("--prefix", help="stream prefix (default: a fresh one per run; --role l2: bus.stream_prefix)")
     p.add_argument("--journal", help="L1 journal URL (default: a fresh SQLite file under runs/)")
-    p.add_argument("--state", metavar="FILE", help="L2's risk state file, kept across restarts (default: next to "
-                   "an SQLite journal, <journal>-l2state.sqlite; else runs/l2-state-<prefix>.sqlite; none: no store)")
-    p.add_argument("--reset-kill-switch", action="store_true",
-                   help="clear a kill switch (HALTED) kept in the risk state file before starting (logged)")
+    add_state_arguments(p)
     p.add_argument("--rest-url", help="python-binance REST base (e.g. a local replay server)")
     p.add_argument("--stream-url", help="python-binance websocket base")
     p.add_argument("--backfill", type=int, default=0, help="binance: REST bars per symbol before the stream")
@@ -143,8 +141,7 @@ class Setup:
         self.start: datetime | None = None
         self.end: datetime | None = None
         self.history: dict[str, Any] = {}
-        self.store: Any = None                    # L2's RiskStore and its file: open_store()
-        self.state_path: Path | None = None
+        self.store: Any = None                    # L2's RiskStore: open_store()
         self.interval = interval
         if self.kind == "replay":
             self._plan_replay()
@@ -199,12 +196,10 @@ class Setup:
         return f"sqlite:///{self.runs / f'paper-{self.run_id}.sqlite'}"
 
     def open_store(self, prefix: str) -> None:
-        """L2's risk state store (see ``l2 risk``), next to the journal L2 knows (``--role l2``: none)."""
-        from l2_tactical.commands.risk import open_paper_store, paper_state_path
-
+        """L2's risk state store (see ``l2 risk``), with the journal L2 knows (``--role l2``: none)."""
         journal = self.journal_url() if _is_memory(self.url) or self.args.role == "both" else None
-        self.state_path = paper_state_path(self.args.state, journal, prefix, self.runs)
-        self.store = open_paper_store(self.state_path, reset=self.args.reset_kill_switch)
+        self.store = open_paper_store(paper_state_path(self.args.state, journal, prefix, self.runs),
+                                      reset=self.args.reset_kill_switch)
 
     def l2(self, bus: Any) -> tuple[Any, Any]:
         from l2_tactical.bus_adapter import L2BusAdapter
@@ -259,9 +254,11 @@ def _dashboard(args: argparse.Namespace) -> Any:
 
 async def _run(args: argparse.Namespace, cfg: Any, l1: SimpleNamespace) -> dict[str, Any]:
     setup = Setup(args, cfg, l1)
-    if _is_memory(setup.url):
-        return await _run_memory(setup)
-    return await _run_split(setup)
+    try:
+        return await (_run_memory(setup) if _is_memory(setup.url) else _run_split(setup))
+    finally:
+        if setup.store is not None:
+            setup.store.close()  # after L2 stopped (its last write); releases the writer's lock
 
 
 async def _run_memory(s: Setup) -> dict[str, Any]:
@@ -300,8 +297,6 @@ async def _run_memory(s: Setup) -> dict[str, Any]:
         await l1_bus.close()
         metrics.close()
         journal.close()
-        if s.store is not None:
-            s.store.close()
     return _summary(s, loop, l2, {**executor.summary(), "bars": l1.bars,
                                   "portfolio": executor.portfolio.snapshot()}, 0)
 
@@ -365,8 +360,6 @@ async def _run_split(s: Setup) -> dict[str, Any]:
                 child.wait(10)
         await l2.stop()
         await bus.close()
-        if s.store is not None:
-            s.store.close()
     return _summary(s, loop, l2, l1_summary, 1 if code else 0, prefix=prefix)
 
 
@@ -382,8 +375,8 @@ def _summary(s: Setup, loop: Any, l2: Any, l1: dict[str, Any], exit_code: int, *
         "pnl": equity - initial, "realised_pnl_l2_view": snap["realised_pnl"], "fees": l1.get("fees", snap["fees"]),
         "equity": equity, "open_positions": l1.get("open_positions", snap["open_positions"]),
         "latency_p95_ms": snap["latency_p95_ms"], "l1_summary_available": bool(l1), "exit_code": exit_code,
-        "journal": s.args.journal or f"runs/paper-{s.run_id}.sqlite",
-        "risk_state": str(s.state_path) if s.state_path is not None else None,
+        "journal": redact_url(s.args.journal) if s.args.journal else f"runs/paper-{s.run_id}.sqlite",
+        "risk_state": str(s.store.path) if s.store is not None else None,
     }
 
 
