@@ -162,20 +162,9 @@ def check_filters(
 # ----------------------------------------------------------- rebalancing an account
 
 
-def trade_to_target(
-    cash: Any,
-    qty: Any,
-    target: Any,
-    open_: Any,
-    high: Any,
-    low: Any,
-    costs: Costs,
-    *,
-    lot_step: float = 0.0,
-    min_notional: float = 0.0,
-    allow_short: bool = False,
-    ops: Any = SCALAR,
-) -> tuple[Any, Any, Any, Any, Any]:
+def trade_to_target(cash: Any, qty: Any, target: Any, open_: Any, high: Any, low: Any, costs: Costs, *,
+                    lot_step: float = 0.0, min_notional: float = 0.0, allow_short: bool = False,
+                    ops: Any = SCALAR) -> tuple[Any, Any, Any, Any, Any]:
     """Move a one-asset account towards ``target`` exposure (position value / equity at the open).
 
     Returns ``(cash, qty, price, fee, traded_qty)`` after the fill. In spot mode the
@@ -233,27 +222,28 @@ def _trade_floats(cash: float, qty: float, target: float, open_: float, high: fl
 # ------------------------------------------------- the same rebalancing on preallocated arrays
 
 _mul, _div, _add, _sub, _abs, _copyto = np.multiply, np.divide, np.add, np.subtract, np.absolute, np.copyto
-_BAR_OPEN, _BAR_BUY, _BAR_SELL, _BAR_BUY_COST = range(4)
+_neg, _max, _min, _greater, _less, _putmask = np.negative, np.maximum, np.minimum, np.greater, np.less, np.putmask
+_BAR_OPEN, _BAR_BUY_COST, _BAR_BUY, _BAR_SELL = range(4)
 
 
 def bar_prices(open_: Any, high: Any, low: Any, costs: Costs) -> np.ndarray:
-    """Per-bar constants of :class:`BatchTrader`, float64 ``[4, n_bars]``: the open, the fill price of a
-    buy and of a sell on that bar (:func:`fill_price` with sign +1 / -1) and a buy's cost per unit with its
-    fee (``buy price * (1 + fee_rate)``, the divisor of the affordable quantity). The same float operations
-    as :func:`trade_to_target` does per call, done once per bar."""
+    """Per-bar constants of :class:`BatchTrader`, float64 ``[4, n_bars]``: the open, a buy's cost per unit
+    with its fee (``buy price * (1 + fee_rate)``, the affordable quantity's divisor, next to the open's), the
+    fill price of a buy and of a sell (:func:`fill_price` with sign +1 / -1): once per bar, not per call."""
     o, h, lo = (np.asarray(x, dtype=np.float64) for x in (open_, high, low))
     buy = fill_price(1.0, o, h, lo, costs, np)
-    return np.stack([o, buy, fill_price(-1.0, o, h, lo, costs, np), buy * (1.0 + costs.fee_rate)])
+    return np.stack([o, buy * (1.0 + costs.fee_rate), buy, fill_price(-1.0, o, h, lo, costs, np)])
 
 
 class BatchTrader:
     """:func:`trade_to_target` for ``n`` accounts at once, on preallocated arrays (the VecEnv's hot path).
 
-    The same formulas, operation for operation, so the results equal ``trade_to_target`` on floats bit for
-    bit (tests/test_execution.py holds them together); only the temporaries are reused, constants are
-    arrays made once, the per-bar prices come from :func:`bar_prices` and ``np.where`` becomes masked
-    copies. The target clip is separate (:meth:`clip_target`), so a caller whose targets are already in
-    range (a discrete action table clipped once) skips it.
+    The same float operations on the same values, so the same bits (tests/test_execution.py). Constants
+    are arrays made once, per-bar prices come from :func:`bar_prices`, ``np.where`` becomes masked copies,
+    and two independent operations of a kind run as one numpy call on two adjacent rows of a work block,
+    two of them rewritten exactly (IEEE negation is exact, ``a - b`` is ``a + (-b)``, rounding is symmetric
+    in the sign): ``qty + d`` as ``d - (-qty)``; the lot rounding on ``-(d / step)``, times ``-step``. The
+    target clip is separate (:meth:`clip_target`): targets from a table clipped once skip it.
     """
 
     def __init__(self, n: int, costs: Costs, *, lot_step: float = 0.0, min_notional: float = 0.0,
@@ -266,50 +256,68 @@ class BatchTrader:
         self.n, self.costs, self.lot_step, self.min_notional = n, costs, float(lot_step), float(min_notional)
         self.allow_short = bool(allow_short)
         self.target_low = -1.0 if allow_short else 0.0
-        self._c = {name: np.full(n, v) for name, v in (("zero", 0.0), ("close_eps", 1e-12), ("step", lot_step),
-                                                         ("step_eps", 1e-9), ("min_notional", min_notional),
-                                                         ("fee_rate", costs.fee_rate))}
-        self._f = [np.empty(n) for _ in range(3)]
-        self._m = [np.empty(n, dtype=bool) for _ in range(3)]
+        # stacked rows: [target * equity, max(cash, 0)] / [open, buy cost] = [.., afford]; [qty + d, d] =
+        # [d0, -(d0 / step)] - [-qty, copysign(1e-9, d0)] (d0 = min(delta, afford): d before rounding);
+        # [|qty + d|, |d| * price] < [1e-12, min_notional] = [closing, too small]
+        w, masks = np.zeros((24, n)), np.zeros((3, n), dtype=bool)
+        for row, value in ((8, 1e-12), (9, min_notional), (15, costs.fee_rate), (20, -float(lot_step)), (21, 1e-9),
+                           (22, self.target_low), (23, 1.0)):
+            w[row] = value
+        self._rows = (w[0:2], w[2:4], w[4:6], w[6:8], w[8:10], masks[0:2], w[10:12], w[12:14], w[1], w[2], w[3],
+                      w[4], w[5], w[7], *w[10:22], *masks)
+        self._clip = (w[22], w[23])  # the clip's bounds as arrays: no scalar conversion, no temporary
+        self._bars: tuple[Any, ...] = (None,)  # the last ``bars`` argument and its rows (callers reuse one)
         #: results of the last :meth:`trade` (overwritten by the next call): fill price, fee, traded qty
-        self.price, self.fee, self.traded = np.empty(n), np.empty(n), np.empty(n)
+        self.price, self.fee, self.traded = w[17], w[18], w[1]
 
     def clip_target(self, target: Any, out: np.ndarray | None = None) -> np.ndarray:
         """``target`` clipped to ``[target_low, 1]`` as :func:`trade_to_target` clips it."""
-        return np.minimum(np.maximum(target, self.target_low), 1.0, out=out)
+        if out is None or out.shape != (self.n,):
+            return np.minimum(np.maximum(target, self.target_low), 1.0, out=out)
+        return _min(_max(target, self._clip[0], out=out), self._clip[1], out=out)  # type: ignore[no-any-return]
 
     def trade(self, cash: np.ndarray, qty: np.ndarray, target: np.ndarray, bars: np.ndarray,
               cash_out: np.ndarray, qty_out: np.ndarray) -> None:
         """Rebalance: ``bars`` is ``bar_prices(...)[:, rows]`` of each account's fill bar; targets in range.
-
-        Writes the new cash and quantity into ``cash_out`` / ``qty_out`` (they may be ``cash`` / ``qty``
-        themselves) and the fill price, fee and traded quantity into ``self.price/fee/traded``."""
-        c, (equity, tmp, notional), (buy, closing, small) = self._c, self._f, self._m
-        zero, delta, price, paid = c["zero"], self.traded, self.price, self.fee
-        o = bars[_BAR_OPEN]
+        Writes the new cash and quantity into ``cash_out`` / ``qty_out`` (which may be ``cash`` / ``qty``),
+        and the fill price, fee and traded quantity into ``self.price/fee/traded``."""
+        (sums, parts, negs, sizes, limits, masks, num, ratio, d, d0, d0_step, neg_qty, sign_eps, value, product,
+         cash_floor, delta, afford, zero, fee_rate, equity, price, paid, notional, neg_step, eps, closing, small,
+         buy) = self._rows
+        if bars is not self._bars[0]:
+            self._bars = (bars, bars[_BAR_OPEN], bars[_BAR_OPEN:_BAR_BUY_COST + 1], bars[_BAR_BUY], bars[_BAR_SELL])
+        _, o, divisors, buy_price, sell_price = self._bars
         _add(cash, _mul(qty, o, equity), equity)                       # equity at the open
-        _sub(_div(_mul(target, equity, delta), o, delta), qty, delta)  # target * equity / open - qty
-        np.greater(delta, zero, buy)
-        _copyto(price, bars[_BAR_SELL])
-        _copyto(price, bars[_BAR_BUY], where=buy)
+        _mul(target, equity, product)
+        _max(cash, zero, out=cash_floor)
+        _div(num, divisors, ratio)         # target * equity / open; afford = max(cash, 0) / buy cost (fee included)
+        _sub(delta, qty, delta)                                        # target * equity / open - qty
+        _greater(delta, zero, buy)
+        _copyto(price, sell_price)
+        _putmask(price, buy, buy_price)
+        _neg(qty, neg_qty)
         # a buy spends at most the cash (fee included); min(delta, afford) needs no mask: afford >= 0 >= a sell
-        _div(np.maximum(cash, zero, out=tmp), bars[_BAR_BUY_COST], tmp)
-        np.minimum(delta, tmp, out=delta)
-        np.less(_abs(_add(qty, delta, tmp), tmp), c["close_eps"], closing)
         if self.lot_step > 0:
             # round_to_step: sign * floor(|d| / step + 1e-9) * step == trunc(d / step + copysign(1e-9, d)) * step
-            # exactly (IEEE rounding is symmetric in the sign), two operations fewer
-            step = c["step"]
-            _add(_div(delta, step, tmp), np.copysign(c["step_eps"], delta, notional), tmp)
-            _mul(np.trunc(tmp, tmp), step, delta)
-        _copyto(delta, np.negative(qty, tmp), where=closing)
+            # (IEEE rounding is symmetric in the sign), negated twice: trunc(-(d / step) - copysign(..)) * -step
+            _min(delta, afford, out=d0)
+            _div(d0, neg_step, d0_step)
+            np.copysign(eps, d0, sign_eps)
+            _sub(parts, negs, sums)
+            _mul(np.trunc(d, d), neg_step, d)
+        else:
+            _min(delta, afford, out=d)
+            _sub(d, neg_qty, sums[0])
+        _abs(sums, sizes)
+        _mul(value, price, value)
+        _less(sizes, limits, masks)
         if self.min_notional > 0:                                      # too small and not closing: not sent
-            np.less(_mul(_abs(delta, tmp), price, tmp), c["min_notional"], small)
-            _copyto(delta, zero, where=np.greater(small, closing, small))
-        _mul(delta, price, notional)
-        _mul(_abs(notional, paid), c["fee_rate"], paid)
+            _putmask(d, small, zero)
+        _putmask(d, closing, neg_qty)
+        _mul(d, price, notional)
+        _mul(_abs(notional, paid), fee_rate, paid)
         _sub(_sub(cash, notional, cash_out), paid, cash_out)
-        _add(qty, delta, qty_out)
+        _add(qty, d, qty_out)
 
 
 def borrow_cost(qty: Any, price: Any, rate_per_bar: float, ops: Any = SCALAR) -> Any:

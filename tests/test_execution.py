@@ -98,13 +98,19 @@ def test_scalar_and_batched_formulas_agree(btc):
             assert a == pytest.approx(float(b[i]), rel=1e-12, abs=1e-12)
 
 
+def _bits(values):
+    """The exact bits of each float (float.hex): -0.0 and 0.0 differ, as they do in an array's bytes."""
+    return tuple(float(v).hex() for v in values)
+
+
 @pytest.mark.parametrize(
-    "lot_step,min_notional,allow_short", [(1e-5, 10.0, False), (0.0, 0.0, False), (1e-3, 10.0, True), (0.0, 0.0, True)]
+    "lot_step,min_notional,allow_short",
+    [(1e-5, 10.0, False), (0.0, 0.0, False), (1e-3, 10.0, True), (0.0, 0.0, True), (1e-5, 0.0, True)],
 )
 def test_batch_trader_equals_the_scalar_formulas_bit_for_bit(btc, lot_step, min_notional, allow_short):
-    """BatchTrader (the VecEnv's in-place fast path) is trade_to_target: same numbers, not merely close ones.
-    So are trade_to_target's own three forms: inline floats (ops=SCALAR), the generic formula on floats
-    (any other scalar ops object) and on arrays (ops=np).
+    """BatchTrader (the VecEnv's in-place fast path) is trade_to_target: the same bits (signed zeros
+    included), not merely close numbers. So are trade_to_target's own three forms: inline floats
+    (ops=SCALAR), the generic formula on floats (any other scalar ops object) and on arrays (ops=np).
 
     Accounts replay 400 real bars with random targets; every tenth starts near a closing trade
     (qty + delta ~ 0), some have too little cash, and state feeds back from the previous bar."""
@@ -127,12 +133,29 @@ def test_batch_trader_equals_the_scalar_formulas_bit_for_bit(btc, lot_step, min_
             expected = trade_to_target(cash[i], qty[i], target[i], o[t], h[t], low[t], COSTS, **kw)
             generic = trade_to_target(cash[i], qty[i], target[i], o[t], h[t], low[t], COSTS, ops=type(SCALAR)(), **kw)
             got = (new_cash[i], new_qty[i], trader.price[i], trader.fee[i], trader.traded[i])
-            assert got == expected, f"bar {t}, account {i}: {got} != {expected}"
-            assert generic == expected and tuple(a[i] for a in arrays) == expected, f"bar {t}, account {i}"
+            assert _bits(got) == _bits(expected), f"bar {t}, account {i}: {got} != {expected}"
+            assert _bits(generic) == _bits(expected), f"bar {t}, account {i}"
+            assert _bits(a[i] for a in arrays) == _bits(expected), f"bar {t}, account {i}"
             kinds["buy" if expected[4] > 0 else "sell" if expected[4] < 0 else "held back"] += 1
             kinds["closing"] += expected[1] == 0.0 and qty[i] != 0.0
         cash, qty = new_cash, new_qty
     assert min(kinds.values()) > 50, kinds  # every branch was exercised
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("allow_short", [False, True])
+def test_clip_target_into_a_buffer_clips_as_trade_to_target_does(dtype, allow_short):
+    """The VecEnv's per-step clip (into its buffer, bounds as arrays) gives the bits of the general path
+    (numpy.maximum / minimum with scalar bounds, as trade_to_target's ops=np) and the scalar clip's values
+    (numpy's maximum turns -0.0 into 0.0 at the spot bound, the scalar clip keeps -0.0: equal, not the same
+    bits)."""
+    targets = np.array([-1.5, -1.0, -0.5, -0.0, 0.0, 0.3, 1.0, 1.7], dtype=dtype)
+    trader = BatchTrader(targets.size, COSTS, allow_short=allow_short)
+    out = np.full(targets.size, np.nan)
+    assert trader.clip_target(targets, out=out) is out
+    assert _bits(out) == _bits(trader.clip_target(targets))
+    lo = -1.0 if allow_short else 0.0
+    assert out.tolist() == [SCALAR.clip(float(x), lo, 1.0) for x in targets]
 
 
 def test_batch_trader_updates_accounts_in_place_and_refuses_bad_parameters(btc):
