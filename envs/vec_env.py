@@ -96,7 +96,7 @@ class TradingVecEnv(VecEnv):
         self._starts = d.episode_starts(p.window, p.min_episode_steps)
         self._trader = BatchTrader(n, p.costs, lot_step=p.lot_step, min_notional=p.min_notional,
                                    allow_short=p.allow_short)
-        # per bar: open, buy / sell fill prices, buy cost per unit (execution.bar_prices), then the close
+        # per bar: open, buy cost per unit, buy / sell fill prices (execution.bar_prices), then the close
         self._bar_table = np.ascontiguousarray(np.vstack([bar_prices(d.open, d.high, d.low, p.costs), d.close]))
         # one observation row per gathered item, as float32 [window * k + 4] (a view, no copy)
         self._obs_dtype = np.dtype((np.float32, (self._wk + 4,)))
@@ -119,7 +119,7 @@ class TradingVecEnv(VecEnv):
         (self._cash, self._qty, self._qty_next, self._equity, self._equity_next, self._entry, self._peak,
          self._bars, self._mean, self._second, self._zero, self._one, self._holding, self._qc, self._tmp,
          self._target, self._reward_out) = block[:17]
-        # per bar of each env: open, buy / sell fill prices, buy cost per unit, close (from _bar_table)
+        # per bar of each env: open, buy cost per unit, buy / sell fill prices, close (from _bar_table)
         self._rows, self._close_row = block[17:22], block[21]
         # the observed position state: exposure, unrealised PnL, bars held (scaled), drawdown; row 3 is also the
         # drawdown carried to the next step. Each buffer with its first two rows (the clipped ones) and its rows
