@@ -103,10 +103,17 @@ def _fast_consensus(e: list[float], c: list[float], w: list[float], strategy: st
     """:func:`build_consensus` on checked plain lists: the operations of
     :func:`~l2_tactical.ensemble.voting_strategy.weighted_vote` /
     :func:`~l2_tactical.ensemble.voting_strategy.confidence_weighted_vote` and :func:`agreement_list`, inlined."""
-    shares = w if strategy == "weighted" else [wi * ci for wi, ci in zip(w, c, strict=True)]
-    share_total = math.fsum(shares)
+    weighted = strategy == "weighted"
+    shares = w if weighted else [wi * ci for wi, ci in zip(w, c, strict=True)]
+    return _vote(shares, e, w, weighted)[0]
+
+
+def _vote(shares: list[float], e: list[float], w: list[float], weighted: bool) -> tuple[Consensus, float]:
+    """The vote of plain lists with their shares (``w``, or ``w * c``): the Consensus and ``fsum(w)``."""
+    fsum = math.fsum
+    share_total = fsum(shares)
     # normalise first (denormal weights), then the exact sum
-    voted = math.fsum([x / share_total * ei for x, ei in zip(shares, e, strict=True)]) if share_total > 0 else 0.0
+    voted = fsum([x / share_total * ei for x, ei in zip(shares, e, strict=True)]) if share_total > 0 else 0.0
     exposure = min(1.0, max(-1.0, voted))
     band = NEUTRAL_BAND
     r = 0 if abs(exposure) < band else (1 if exposure > 0 else -1)
@@ -114,9 +121,10 @@ def _fast_consensus(e: list[float], c: list[float], w: list[float], strategy: st
     for x in e:  # _agree of each voter's side with the result's
         d = 0 if abs(x) < band else (1 if x > 0 else -1)
         agree.append(1.0 if d == r else (0.5 if (d == 0) != (r == 0) else 0.0))
-    total = share_total if strategy == "weighted" else math.fsum(w)
-    consensus = math.fsum([wi * a for wi, a in zip(w, agree, strict=True)]) / total if total > 0 else 0.0
-    return Consensus(exposure=exposure, consensus=consensus, agreement=tuple(agree), strategy=strategy)
+    total = share_total if weighted else fsum(w)
+    consensus = fsum([wi * a for wi, a in zip(w, agree, strict=True)]) / total if total > 0 else 0.0
+    return Consensus(exposure=exposure, consensus=consensus, agreement=tuple(agree),
+                     strategy="weighted" if weighted else "confidence_weighted"), total
 
 
 def consensus_and_confidence(exposures: list[float], confidences: list[float], weights: list[float],
@@ -139,7 +147,7 @@ def consensus_and_confidence(exposures: list[float], confidences: list[float], w
 def _plain_consensus(e: list[float], c: list[float], w: list[float], configured: list[float], weighted: bool
                      ) -> tuple[Consensus, float, float] | None:
     """:func:`consensus_and_confidence` on plain lists (the checks of :func:`_plain_votes`, and ``configured``
-    plain floats), with the operations of :func:`_fast_consensus`, :func:`coverage` and
+    plain floats), with the operations of :func:`_vote`, :func:`coverage` and
     :func:`composite_confidence` in their order, in one pass per step (a handful of voters, once or twice
     per bar); None when the lists are not plain."""
     if type(e) is not list or type(w) is not list or len(e) != len(w):
@@ -160,27 +168,14 @@ def _plain_consensus(e: list[float], c: list[float], w: list[float], configured:
             shares.append(wi * ci)
     if configured is not w and (type(configured) is not list or not all(type(x) is float for x in configured)):
         return None
+    cons, total = _vote(shares, e, w, weighted)
     fsum = math.fsum
-    share_total = fsum(shares)
-    # normalise first (denormal weights), then the exact sum
-    voted = fsum([x / share_total * ei for x, ei in zip(shares, e, strict=True)]) if share_total > 0 else 0.0
-    exposure = min(1.0, max(-1.0, voted))
-    band = NEUTRAL_BAND
-    r = 0 if abs(exposure) < band else (1 if exposure > 0 else -1)
-    agree = []
-    for x in e:  # _agree of each voter's side with the result's
-        d = 0 if abs(x) < band else (1 if x > 0 else -1)
-        agree.append(1.0 if d == r else (0.5 if (d == 0) != (r == 0) else 0.0))
-    total = share_total if weighted else fsum(w)
-    consensus = fsum([wi * a for wi, a in zip(w, agree, strict=True)]) / total if total > 0 else 0.0
-    cons = Consensus(exposure=exposure, consensus=consensus, agreement=tuple(agree),
-                     strategy="weighted" if weighted else "confidence_weighted")
     # coverage and composite confidence: ``total`` is fsum(w) here (the same sum as both strategies take)
     configured_total = total if configured is w else fsum(configured)
     cover = 0.0 if configured_total <= 0 else min(1.0, max(0.0, total / configured_total))
     if total <= 0:
         return cons, cover, 0.0
-    value = cover * fsum([wi * ci * ai for wi, ci, ai in zip(w, c, agree, strict=True)]) / total
+    value = cover * fsum([wi * ci * ai for wi, ci, ai in zip(w, c, cons.agreement, strict=True)]) / total
     return cons, cover, min(1.0, max(0.0, value))
 
 
