@@ -192,7 +192,12 @@ def _step_evaluate(state: dict[str, Any]) -> int:
 
 
 def _step_paper(state: dict[str, Any]) -> int:
+    """The replay starts on a fresh paper account each time: the demo's own journal and L2 risk state from an
+    earlier ``make demo`` are removed first (a resumed account would replay the same bars on it)."""
     out = state["out"]
+    for name in ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm", "journal-l2state.sqlite",
+                 "journal-l2state.sqlite-wal", "journal-l2state.sqlite-shm", "journal-l2state.sqlite.lock"):
+        (out / name).unlink(missing_ok=True)
     feed = str(state["data_dir"] / "BTCUSDT-1m.csv.gz")
     return _cli([*_config_args(state), "paper", "--feed", f"replay:{feed}", "--bus", "memory", "--speed", "6000",
                  "--max-bars", str(state["args"].paper_bars), "--journal", f"sqlite:///{out / 'journal.sqlite'}",
