@@ -36,6 +36,18 @@ class FakeLiveness:
         return self.t
 
 
+def run(scenario, seconds: float = 120.0) -> None:
+    """Run a scenario with a deadline: a hang fails in ``seconds`` with the stuck await in the traceback
+    (``asyncio.wait_for`` cancels it there), not after pytest's 600 s timeout with the event loop's wait."""
+    async def bounded():
+        try:
+            await asyncio.wait_for(scenario, seconds)
+        except TimeoutError as exc:
+            raise AssertionError(f"scenario still running after {seconds:.0f} s (hung; see the await above)") from exc
+
+    asyncio.run(bounded())
+
+
 async def until(predicate, timeout: float = 5.0, what: str = "condition") -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
@@ -110,7 +122,7 @@ def test_orders_reach_l1_and_fills_come_back_with_the_correlation_id():
             assert rig.loop.state.positions["BTCUSDT"].qty == pytest.approx(fill.executed_qty)
             assert rig.loop.cash == pytest.approx(rig.executor.portfolio.balance("USDT"), rel=1e-12)
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
 def test_l3_decisions_from_the_bus_rule_and_their_id_travels_to_l1():
@@ -125,7 +137,7 @@ def test_l3_decisions_from_the_bus_rule_and_their_id_travels_to_l1():
             (report,) = [r for r in rig.executor.journal.reports() if r.order_id == order.order_id]
             assert report.correlation_id == order.correlation_id
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
 def test_no_new_risk_while_the_bus_is_down_and_the_queued_exit_arrives_after_it():
@@ -156,7 +168,7 @@ def test_no_new_risk_while_the_bus_is_down_and_the_queued_exit_arrives_after_it(
             intents = [p.intent for p in rig.executor.pending()]
             assert [i.order_id for i in intents] == [queued[0].order_id]
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
 def test_stale_l1_heartbeat_blocks_entries_until_l1_is_heard_again():
@@ -176,7 +188,7 @@ def test_stale_l1_heartbeat_blocks_entries_until_l1_is_heard_again():
             (order,) = [o for d in decisions for o in d.orders]
             assert not order.reduce_only and rig.loop.gate.ok
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
 def test_heartbeats_are_sent_by_l2():
@@ -191,7 +203,7 @@ def test_heartbeats_are_sent_by_l2():
             await until(lambda: any(m.sender == "l2" for m in seen), what="an L2 heartbeat")
             await sub.stop()
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
 # ------------------------------------------------------------------------- Redis
@@ -281,7 +293,7 @@ def test_over_redis_no_new_risk_while_l2_cannot_reach_it_and_queued_exits_follow
         await proxy.cut()
 
     try:
-        asyncio.run(scenario())
+        run(scenario())
     finally:
         _cleanup_redis(redis_url, prefix)
 
@@ -300,5 +312,5 @@ def test_proxy_helper_counts_nothing_by_itself():
         server.close()
         await server.wait_closed()
 
-    asyncio.run(scenario())
+    run(scenario())
 
