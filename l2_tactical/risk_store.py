@@ -148,7 +148,7 @@ def restored_alert(state: Any, stored: StoredRisk, now: datetime, same_day: bool
         parts.append(f"today's start equity {state.day_start_equity:,.2f}, {state.trades_today} trade(s)"
                      + (", daily loss limit hit" if state.daily_loss_hit else ""))
     else:
-        parts.append(f"stored day {stored.day.isoformat()} is over: a new day starts")
+        parts.append(f"stored day {stored.day.isoformat()} is not today ({now.date().isoformat()}): a new day starts")
     parts.append("positions tracked: " + (", ".join(kept) or "none"))
     if dropped:
         parts.append("no longer held as stored: " + ", ".join(dropped))
@@ -248,8 +248,6 @@ class RiskStore:
         if app == 0 and version == 0 and objects == 0:
             if not (create and self.writable):
                 raise self._error("empty file, not an L2 risk state store (nothing stored yet)")
-            if self.path is not None:
-                db.execute("PRAGMA journal_mode=WAL")
             db.executescript(f"BEGIN; PRAGMA application_id={APPLICATION_ID}; "
                              f"PRAGMA user_version={SCHEMA_VERSION}; {_TABLES} COMMIT;")
             app, version = APPLICATION_ID, SCHEMA_VERSION
